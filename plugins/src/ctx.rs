@@ -1,0 +1,181 @@
+//! The per-request context: everything one request's plugins share.
+
+use crate::error::ErrorCode;
+use crate::routes::{Instance, Route};
+use http::HeaderValue;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How a request entered: a Mini Program SDK call, an HTTP access request, or not routed yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Entry {
+    #[default]
+    None,
+    Sdk,
+    Http,
+}
+
+impl Entry {
+    /// The `entry` metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Entry::None => "none",
+            Entry::Sdk => "sdk",
+            Entry::Http => "http",
+        }
+    }
+}
+
+/// A verified caller identity (SPEC §5), filled in by the identity plugin.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// The app the token was issued for.
+    pub appid: String,
+    pub openid: String,
+    pub unionid: Option<String>,
+    /// `Some(owner appid)` when the caller came through a shared app (resource sharing).
+    pub shared_from_owner: Option<String>,
+}
+
+/// Per-request state, created when the request starts and dropped when it is logged.
+pub struct Ctx {
+    pub start: Instant,
+    /// The snapshot generation this request runs on, start to end.
+    pub generation: u64,
+    request_id: Option<HeaderValue>,
+    /// Whether the request arrived over TLS.
+    pub tls: bool,
+    /// The TCP peer, canonical.
+    pub peer_ip: Option<IpAddr>,
+    /// The client as SPEC §6 computes it (the peer until forwarded_for says otherwise).
+    pub client_ip: Option<IpAddr>,
+    /// The `X-WX-SERVICE` value the client sent, read before owned headers are stripped.
+    pub wx_service: Option<HeaderValue>,
+    /// Whether the peer is a trusted front whose `X-WX-*` headers are kept (identity plugin).
+    pub trusted_front: bool,
+    pub identity: Option<Identity>,
+    pub entry: Entry,
+    pub route: Option<Arc<Route>>,
+    pub instance: Option<Arc<Instance>>,
+    /// The origin-form target to send upstream, when it differs from the client's.
+    pub upstream_target: Option<bytes::Bytes>,
+    /// When the request header went to the upstream, and what came back.
+    pub upstream_sent: Option<Instant>,
+    pub upstream_status: Option<u16>,
+    pub upstream_timecost: Option<Duration>,
+    /// The error this request ended with, if anygate answered with one.
+    pub error: Option<ErrorCode>,
+    /// The status sent to the client.
+    pub status: u16,
+    /// Request body bytes received so far.
+    pub request_body_bytes: u64,
+    /// The body limit that applies to this request, once routed.
+    pub body_limit: Option<u64>,
+}
+
+impl Ctx {
+    pub fn new(generation: u64) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            generation,
+            request_id: None,
+            tls: false,
+            peer_ip: None,
+            client_ip: None,
+            wx_service: None,
+            trusted_front: false,
+            identity: None,
+            entry: Entry::None,
+            route: None,
+            instance: None,
+            upstream_target: None,
+            upstream_sent: None,
+            upstream_status: None,
+            upstream_timecost: None,
+            error: None,
+            status: 0,
+            request_body_bytes: 0,
+            body_limit: None,
+        }
+    }
+
+    /// The request id (SPEC §7), made on first use.
+    pub fn request_id(&mut self) -> &HeaderValue {
+        self.request_id.get_or_insert_with(new_request_id)
+    }
+
+    /// The request id if one was made.
+    pub fn request_id_str(&self) -> &str {
+        self.request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
+    }
+
+    /// The `route` metric label: the route that matched, else `none`.
+    pub fn route_label(&self) -> &str {
+        self.route.as_ref().map_or("none", |r| r.label.as_str())
+    }
+
+    /// The `instance` metric label.
+    pub fn instance_label(&self) -> &str {
+        self.instance.as_ref().map_or("none", |i| i.id.as_str())
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// A UUIDv7-shaped id: 48 bits of Unix milliseconds (so ids sort by time), then 74 random bits.
+pub fn new_request_id() -> HeaderValue {
+    let ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let rand_hi = fastrand::u64(..);
+    let rand_lo = fastrand::u64(..);
+    let hi: u64 = (ms << 16) | 0x7000 | (rand_hi & 0x0fff);
+    let lo: u64 = (rand_lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
+    let v = ((hi as u128) << 64) | lo as u128;
+    let mut out = [0u8; 36];
+    let mut n = 0;
+    for i in 0..32 {
+        if matches!(i, 8 | 12 | 16 | 20) {
+            out[n] = b'-';
+            n += 1;
+        }
+        let nibble = (v >> (124 - 4 * i)) & 0xf;
+        out[n] = HEX[nibble as usize];
+        n += 1;
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_uuid_v7_unique_and_time_ordered() {
+        let a = new_request_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_request_id();
+        let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "7", "version nibble");
+        assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant");
+        assert!(a < b, "{a} then {b}");
+        let many: std::collections::HashSet<String> = (0..10_000)
+            .map(|_| new_request_id().to_str().unwrap().to_string())
+            .collect();
+        assert_eq!(many.len(), 10_000);
+    }
+
+    #[test]
+    fn request_id_is_stable_within_a_request() {
+        let mut ctx = Ctx::new(1);
+        assert_eq!(ctx.request_id_str(), "-");
+        let first = ctx.request_id().clone();
+        assert_eq!(ctx.request_id(), &first);
+        assert_eq!(ctx.request_id_str(), first.to_str().unwrap());
+    }
+}

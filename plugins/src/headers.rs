@@ -1,0 +1,152 @@
+//! Header names anygate reads or writes, built once.
+
+use http::header::HeaderName;
+
+pub const X_WX_SERVICE: HeaderName = HeaderName::from_static("x-wx-service");
+pub const X_VM_SERVICE: HeaderName = HeaderName::from_static("x-vm-service");
+pub const X_ANYSERVICE_NAME: HeaderName = HeaderName::from_static("x-anyservice-name");
+pub const X_ANYSERVICE_AUTHORIZATION: HeaderName =
+    HeaderName::from_static("x-anyservice-authorization");
+
+pub const X_WX_OPENID: HeaderName = HeaderName::from_static("x-wx-openid");
+pub const X_WX_APPID: HeaderName = HeaderName::from_static("x-wx-appid");
+pub const X_WX_UNIONID: HeaderName = HeaderName::from_static("x-wx-unionid");
+pub const X_WX_ENV: HeaderName = HeaderName::from_static("x-wx-env");
+pub const X_WX_SOURCE: HeaderName = HeaderName::from_static("x-wx-source");
+pub const X_WX_PLATFORM: HeaderName = HeaderName::from_static("x-wx-platform");
+pub const X_WX_FROM_OPENID: HeaderName = HeaderName::from_static("x-wx-from-openid");
+pub const X_WX_FROM_APPID: HeaderName = HeaderName::from_static("x-wx-from-appid");
+pub const X_WX_FROM_UNIONID: HeaderName = HeaderName::from_static("x-wx-from-unionid");
+
+pub const X_CLOUDBASE_REQUEST_ID: HeaderName = HeaderName::from_static("x-cloudbase-request-id");
+pub const X_CLOUDBASE_UPSTREAM_STATUS_CODE: HeaderName =
+    HeaderName::from_static("x-cloudbase-upstream-status-code");
+pub const X_CLOUDBASE_UPSTREAM_TIMECOST: HeaderName =
+    HeaderName::from_static("x-cloudbase-upstream-timecost");
+pub const X_CLOUDBASE_UPSTREAM_TYPE: HeaderName =
+    HeaderName::from_static("x-cloudbase-upstream-type");
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Names as written on the wire (header names are case-insensitive, but tools grep for these).
+pub mod wire {
+    pub const X_CLOUDBASE_REQUEST_ID: &str = "X-Cloudbase-Request-Id";
+    pub const X_CLOUDBASE_UPSTREAM_STATUS_CODE: &str = "X-Cloudbase-Upstream-Status-Code";
+    pub const X_CLOUDBASE_UPSTREAM_TIMECOST: &str = "X-Cloudbase-Upstream-Timecost";
+    pub const X_CLOUDBASE_UPSTREAM_TYPE: &str = "X-Cloudbase-Upstream-Type";
+    pub const X_FORWARDED_FOR: &str = "X-Forwarded-For";
+    pub const X_FORWARDED_PROTO: &str = "X-Forwarded-Proto";
+    pub const X_FORWARDED_HOST: &str = "X-Forwarded-Host";
+    pub const X_REAL_IP: &str = "X-Real-IP";
+    pub const X_WX_OPENID: &str = "X-WX-OPENID";
+    pub const X_WX_APPID: &str = "X-WX-APPID";
+    pub const X_WX_UNIONID: &str = "X-WX-UNIONID";
+    pub const X_WX_ENV: &str = "X-WX-ENV";
+    pub const X_WX_SOURCE: &str = "X-WX-SOURCE";
+    pub const X_WX_PLATFORM: &str = "X-WX-PLATFORM";
+    pub const X_WX_FROM_OPENID: &str = "X-WX-FROM-OPENID";
+    pub const X_WX_FROM_APPID: &str = "X-WX-FROM-APPID";
+    pub const X_WX_FROM_UNIONID: &str = "X-WX-FROM-UNIONID";
+    pub const X_ANYSERVICE_AUTHORIZATION: &str = "X-AnyService-Authorization";
+}
+
+/// Lower-cases `name` and reads `_` as `-`, the way a backend framework (CGI, WSGI, nginx with
+/// `underscores_in_headers`) may read it, so that `X_WX_OPENID` is recognised as `x-wx-openid`.
+fn canonical_eq_prefix(name: &str, prefix: &str) -> bool {
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(a, b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+}
+
+fn canonical_eq(name: &str, other: &str) -> bool {
+    name.len() == other.len() && canonical_eq_prefix(name, other)
+}
+
+/// Whether a request header is one anygate owns (SPEC §5): `x-wx-*`, `x-cloudbase-*`,
+/// `x-original-forwarded-for`, `x-anyservice-authorization`, in any case, `-` or `_`.
+pub fn is_owned(name: &str) -> bool {
+    canonical_eq_prefix(name, "x-wx-")
+        || canonical_eq_prefix(name, "x-cloudbase-")
+        || canonical_eq(name, "x-original-forwarded-for")
+        || canonical_eq(name, "x-anyservice-authorization")
+}
+
+/// Whether a header is an `x-wx-*` identity header (kept from trusted fronts).
+pub fn is_wx(name: &str) -> bool {
+    canonical_eq_prefix(name, "x-wx-")
+}
+
+/// Whether a response header is a `x-cloudbase-*` one, which only anygate may set.
+pub fn is_cloudbase(name: &str) -> bool {
+    canonical_eq_prefix(name, "x-cloudbase-")
+}
+
+/// Whether a request header carries forwarding information (SPEC §6): `x-forwarded-*`,
+/// `forwarded`, `x-real-ip`, in any case, `-` or `_`.
+pub fn is_forwarding(name: &str) -> bool {
+    canonical_eq_prefix(name, "x-forwarded-")
+        || canonical_eq(name, "forwarded")
+        || canonical_eq(name, "x-real-ip")
+}
+
+/// Whether `name` is written with `_` where `-` is meant (e.g. `x_forwarded_for`).
+pub fn has_underscore(name: &str) -> bool {
+    name.as_bytes().contains(&b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owned_headers_in_every_spelling() {
+        for n in [
+            "x-wx-openid",
+            "X-WX-OPENID",
+            "X_WX_OPENID",
+            "x-wx_openid",
+            "x_Wx-Appid",
+            "x-wx-service",
+            "x-cloudbase-request-id",
+            "X_CLOUDBASE_UPSTREAM_TYPE",
+            "x-original-forwarded-for",
+            "X_Original_Forwarded_For",
+            "x-anyservice-authorization",
+            "X_ANYSERVICE_AUTHORIZATION",
+        ] {
+            assert!(is_owned(n), "{n} should be owned");
+        }
+        for n in [
+            "x-wx",
+            "x-wxopenid",
+            "x-vm-service",
+            "x-anyservice-name",
+            "x-original-forwarded-for-x",
+            "authorization",
+            "x-cloudbase",
+        ] {
+            assert!(!is_owned(n), "{n} should not be owned");
+        }
+    }
+
+    #[test]
+    fn forwarding_headers_in_every_spelling() {
+        for n in [
+            "x-forwarded-for",
+            "X_Forwarded_Proto",
+            "Forwarded",
+            "x_real_ip",
+            "X-Real-IP",
+        ] {
+            assert!(is_forwarding(n), "{n}");
+        }
+        for n in ["x-forwarded", "forwarded-for", "x-real-ipv6"] {
+            assert!(!is_forwarding(n), "{n}");
+        }
+    }
+}

@@ -1,0 +1,122 @@
+//! anygate's plugins: the [`Plugin`] trait, the per-request [`Ctx`], and one module per plugin.
+//!
+//! Adding a plugin = one file with a `Config` (serde, `deny_unknown_fields`) whose `build()`
+//! returns the runtime plugin, plus one line in the `plugins!` list below.
+
+pub mod ctx;
+pub mod error;
+pub mod headers;
+pub mod net;
+pub mod plugin;
+pub mod routes;
+
+pub mod forwarded_for;
+pub mod request_id;
+pub mod routing;
+pub mod upstream_info;
+
+pub use ctx::{Ctx, Entry, Identity};
+pub use error::ErrorCode;
+pub use plugin::{Chain, Flow, Phases, Plugin, Reply};
+
+use routes::RouteTable;
+use std::sync::Arc;
+
+/// Body limits (SPEC §3 `limits`), in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    pub max_sdk_body: u64,
+    pub max_body: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sdk_body: 100 * 1024,
+            max_body: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// What plugins may use when they are built: the rest of the config, compiled.
+pub struct BuildCtx<'a> {
+    /// `env`, the CloudBase environment id.
+    pub env: &'a str,
+    pub routes: &'a Arc<RouteTable>,
+    pub limits: Limits,
+    /// Reads an environment variable (secrets are named in the file, never written in it).
+    pub env_var: &'a dyn Fn(&str) -> Option<String>,
+}
+
+/// A plugin that cannot be built from its config. `field` names the offending key so the
+/// loader can point at its line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginError {
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl PluginError {
+    pub fn new(field: &'static str, message: impl Into<String>) -> PluginError {
+        PluginError {
+            field: Some(field),
+            message: message.into(),
+        }
+    }
+}
+
+macro_rules! plugins {
+    ($($name:literal => $variant:ident($module:ident)),* $(,)?) => {
+        /// A plugin's config, tagged by its `name:` in the file.
+        #[derive(Clone, Debug, PartialEq)]
+        pub enum PluginConfig {
+            $($variant($module::Config),)*
+        }
+
+        impl PluginConfig {
+            /// Every plugin name, in the order of this list.
+            pub const NAMES: &'static [&'static str] = &[$($name),*];
+
+            pub fn name(&self) -> &'static str {
+                match self {
+                    $(PluginConfig::$variant(_) => $name,)*
+                }
+            }
+
+            /// Reads the settings of the plugin called `name` (`None` if there is no such plugin).
+            pub fn deserialize_named<'de, D: serde::Deserializer<'de>>(
+                name: &str,
+                settings: D,
+            ) -> Option<Result<PluginConfig, D::Error>> {
+                use serde::Deserialize;
+                match name {
+                    $($name => Some($module::Config::deserialize(settings).map(PluginConfig::$variant)),)*
+                    _ => None,
+                }
+            }
+
+            pub fn build(&self, cx: &BuildCtx) -> Result<Arc<dyn Plugin>, PluginError> {
+                match self {
+                    $(PluginConfig::$variant(c) => Ok(Arc::new(c.build(cx)?)),)*
+                }
+            }
+        }
+    };
+}
+
+plugins! {
+    "request_id" => RequestId(request_id),
+    "routing" => Routing(routing),
+    "forwarded_for" => ForwardedFor(forwarded_for),
+    "upstream_info" => UpstreamInfo(upstream_info),
+}
+
+/// The chain used when the file has no `plugins:` list (SPEC §1 edge deployment).
+pub fn edge_chain() -> Vec<PluginConfig> {
+    vec![
+        PluginConfig::RequestId(Default::default()),
+        PluginConfig::Routing(Default::default()),
+        PluginConfig::ForwardedFor(Default::default()),
+        PluginConfig::UpstreamInfo(Default::default()),
+    ]
+}

@@ -1,0 +1,240 @@
+//! The plugin trait and the chain that runs plugins phase by phase.
+
+use crate::ctx::Ctx;
+use crate::error::ErrorCode;
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::Session;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// The phases a plugin takes part in; the chain calls a plugin only in these.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Phases(u8);
+
+impl Phases {
+    pub const NONE: Phases = Phases(0);
+    /// Before any request phase and before owned headers are stripped; sync, cannot answer.
+    pub const EARLY: Phases = Phases(1);
+    pub const REQUEST: Phases = Phases(1 << 1);
+    pub const REQUEST_BODY: Phases = Phases(1 << 2);
+    pub const UPSTREAM_REQUEST: Phases = Phases(1 << 3);
+    pub const UPSTREAM_RESPONSE: Phases = Phases(1 << 4);
+    pub const RESPONSE: Phases = Phases(1 << 5);
+    pub const LOGGING: Phases = Phases(1 << 6);
+
+    pub const fn has(self, other: Phases) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+impl std::ops::BitOr for Phases {
+    type Output = Phases;
+    fn bitor(self, rhs: Phases) -> Phases {
+        Phases(self.0 | rhs.0)
+    }
+}
+
+/// What a plugin wants after a phase: go on, or end the request with this answer.
+#[derive(Debug)]
+pub enum Flow {
+    Continue,
+    Reply(Reply),
+}
+
+impl Flow {
+    pub fn error(code: ErrorCode) -> Flow {
+        Flow::Reply(Reply::error(code))
+    }
+}
+
+/// An answer anygate gives itself. The runner writes it; plugins never write to the session.
+#[derive(Debug)]
+pub enum Reply {
+    /// A SPEC §8 error: JSON body with `code`, `message`, `requestId`.
+    Error {
+        code: ErrorCode,
+        message: Option<Cow<'static, str>>,
+        headers: Vec<(HeaderName, HeaderValue)>,
+    },
+    /// Any other response (e.g. the login answer).
+    Response {
+        header: Box<ResponseHeader>,
+        body: Bytes,
+    },
+}
+
+impl Reply {
+    pub fn error(code: ErrorCode) -> Reply {
+        Reply::Error {
+            code,
+            message: None,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn error_with(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Reply {
+        Reply::Error {
+            code,
+            message: Some(message.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a header to an error reply (e.g. `Retry-After`).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+        match &mut self {
+            Reply::Error { headers, .. } => headers.push((name, value)),
+            Reply::Response { header, .. } => {
+                let _ = header.insert_header(name, value);
+            }
+        }
+        self
+    }
+}
+
+/// One link of the chain. Every method has a default that does nothing; `phases()` says which
+/// ones the plugin implements, so the chain skips the rest.
+#[async_trait]
+pub trait Plugin: Send + Sync {
+    fn name(&self) -> &'static str;
+    fn phases(&self) -> Phases;
+
+    /// Sees the request as the client sent it, before owned headers are stripped. For
+    /// decisions every later plugin relies on (client address, trusted fronts).
+    fn early(&self, _req: &RequestHeader, _ctx: &mut Ctx) {}
+
+    /// The request phase: inspect, enrich the context, or answer.
+    async fn request(&self, _session: &mut Session, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+
+    /// Each piece of request body as it arrives (`None` with `end` at the end).
+    fn request_body(&self, _chunk: Option<&Bytes>, _end: bool, _ctx: &mut Ctx) -> Flow {
+        Flow::Continue
+    }
+
+    /// Shape the request that goes to the instance.
+    fn upstream_request(
+        &self,
+        _downstream: &RequestHeader,
+        _upstream: &mut RequestHeader,
+        _ctx: &mut Ctx,
+    ) -> Flow {
+        Flow::Continue
+    }
+
+    /// The instance's response header, as received.
+    fn upstream_response(&self, _resp: &mut ResponseHeader, _ctx: &mut Ctx) {}
+
+    /// Every response header before it goes to the client: proxied ones and anygate's own.
+    fn response(&self, _resp: &mut ResponseHeader, _ctx: &mut Ctx) {}
+
+    /// After the response is sent or the request failed.
+    fn logging(&self, _session: &Session, _ctx: &Ctx, _error: Option<&pingora_error::Error>) {}
+}
+
+/// The ordered chain, with a list per phase so a request pays only for plugins that act.
+#[derive(Default)]
+pub struct Chain {
+    all: Vec<Arc<dyn Plugin>>,
+    early: Vec<Arc<dyn Plugin>>,
+    request: Vec<Arc<dyn Plugin>>,
+    request_body: Vec<Arc<dyn Plugin>>,
+    upstream_request: Vec<Arc<dyn Plugin>>,
+    upstream_response: Vec<Arc<dyn Plugin>>,
+    response: Vec<Arc<dyn Plugin>>,
+    logging: Vec<Arc<dyn Plugin>>,
+}
+
+impl Chain {
+    pub fn new(plugins: Vec<Arc<dyn Plugin>>) -> Chain {
+        let pick = |p: Phases| -> Vec<Arc<dyn Plugin>> {
+            plugins
+                .iter()
+                .filter(|x| x.phases().has(p))
+                .cloned()
+                .collect()
+        };
+        Chain {
+            early: pick(Phases::EARLY),
+            request: pick(Phases::REQUEST),
+            request_body: pick(Phases::REQUEST_BODY),
+            upstream_request: pick(Phases::UPSTREAM_REQUEST),
+            upstream_response: pick(Phases::UPSTREAM_RESPONSE),
+            response: pick(Phases::RESPONSE),
+            logging: pick(Phases::LOGGING),
+            all: plugins,
+        }
+    }
+
+    pub fn plugins(&self) -> &[Arc<dyn Plugin>] {
+        &self.all
+    }
+
+    pub fn names(&self) -> Vec<&'static str> {
+        self.all.iter().map(|p| p.name()).collect()
+    }
+
+    pub fn early(&self, req: &RequestHeader, ctx: &mut Ctx) {
+        for p in &self.early {
+            p.early(req, ctx);
+        }
+    }
+
+    pub async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
+        for p in &self.request {
+            if let Flow::Reply(r) = p.request(session, ctx).await {
+                return Flow::Reply(r);
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn wants_request_body(&self) -> bool {
+        !self.request_body.is_empty()
+    }
+
+    pub fn request_body(&self, chunk: Option<&Bytes>, end: bool, ctx: &mut Ctx) -> Flow {
+        for p in &self.request_body {
+            if let Flow::Reply(r) = p.request_body(chunk, end, ctx) {
+                return Flow::Reply(r);
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn upstream_request(
+        &self,
+        downstream: &RequestHeader,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Flow {
+        for p in &self.upstream_request {
+            if let Flow::Reply(r) = p.upstream_request(downstream, upstream, ctx) {
+                return Flow::Reply(r);
+            }
+        }
+        Flow::Continue
+    }
+
+    pub fn upstream_response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+        for p in &self.upstream_response {
+            p.upstream_response(resp, ctx);
+        }
+    }
+
+    pub fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+        for p in &self.response {
+            p.response(resp, ctx);
+        }
+    }
+
+    pub fn logging(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
+        for p in &self.logging {
+            p.logging(session, ctx, error);
+        }
+    }
+}

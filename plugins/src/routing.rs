@@ -1,0 +1,183 @@
+//! `routing`: SPEC §4. SDK calls by instance id, HTTP access by host and trigger path, the
+//! prefix strip, `auth: required`, and the body limits of each entry.
+
+use crate::ctx::{Ctx, Entry};
+use crate::error::ErrorCode;
+use crate::headers::{X_ANYSERVICE_NAME, X_VM_SERVICE};
+use crate::plugin::{Flow, Phases, Plugin, Reply};
+use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
+use crate::{BuildCtx, PluginError};
+use async_trait::async_trait;
+use bytes::{BufMut, Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, HOST};
+use http::Version;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use serde::Deserialize;
+use std::sync::Arc;
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+impl Config {
+    pub fn build(&self, cx: &BuildCtx) -> Result<Routing, PluginError> {
+        Ok(Routing {
+            table: cx.routes.clone(),
+            max_sdk_body: cx.limits.max_sdk_body,
+            max_body: cx.limits.max_body,
+        })
+    }
+}
+
+pub struct Routing {
+    table: Arc<RouteTable>,
+    max_sdk_body: u64,
+    max_body: u64,
+}
+
+/// The single value of a header, `Err` when it is repeated.
+fn single<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Result<Option<&'a [u8]>, ()> {
+    let mut it = req.headers.get_all(name).iter();
+    let first = it.next();
+    if it.next().is_some() {
+        return Err(());
+    }
+    Ok(first.map(|v| v.as_bytes()))
+}
+
+impl Routing {
+    fn route_sdk(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+        let service = ctx.wx_service.as_ref().map(|v| v.as_bytes());
+        if service != Some(b"tcbanyservice".as_slice()) {
+            return Err(Reply::error_with(
+                ErrorCode::ServiceNotFound,
+                "X-WX-SERVICE must be tcbanyservice",
+            ));
+        }
+        let id = [&X_VM_SERVICE, &X_ANYSERVICE_NAME]
+            .into_iter()
+            .find_map(|h| req.headers.get(h).filter(|v| !v.is_empty()))
+            .and_then(|v| v.to_str().ok());
+        let Some(id) = id else {
+            return Err(Reply::error_with(
+                ErrorCode::ServiceNotFound,
+                "X-Vm-Service (or X-AnyService-Name) is missing",
+            ));
+        };
+        let Some(instance) = self.table.instance(id.trim()) else {
+            return Err(Reply::error_with(
+                ErrorCode::ServiceNotFound,
+                "unknown instance",
+            ));
+        };
+        ctx.entry = Entry::Sdk;
+        ctx.instance = Some(instance.clone());
+        ctx.body_limit = Some(self.max_sdk_body);
+        Ok(())
+    }
+
+    fn route_http(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+        let bad = |m: &'static str| Reply::error_with(ErrorCode::InvalidRequest, m);
+        let host_header = single(req, &HOST).map_err(|_| bad("more than one Host header"))?;
+        let host: &[u8] = match (req.uri.authority(), host_header) {
+            (Some(a), _) => a.as_str().as_bytes(),
+            (None, Some(h)) => h,
+            (None, None) if req.version == Version::HTTP_11 => {
+                return Err(bad("HTTP/1.1 request without Host"))
+            }
+            (None, None) => b"",
+        };
+        let host = std::str::from_utf8(host).map_err(|_| bad("Host is not valid text"))?;
+        let raw = req.raw_path();
+        let (path, query) = match raw.iter().position(|&b| b == b'?') {
+            Some(q) => (&raw[..q], Some(&raw[q..])),
+            None => (raw, None),
+        };
+        match self.table.match_http(host_without_port(host.trim()), path) {
+            HttpMatch::Found {
+                route,
+                upstream_path,
+            } => {
+                if upstream_path.as_bytes() != path {
+                    let mut target =
+                        BytesMut::with_capacity(upstream_path.len() + query.map_or(0, <[u8]>::len));
+                    target.put_slice(upstream_path.as_bytes());
+                    if let Some(q) = query {
+                        target.put_slice(q);
+                    }
+                    ctx.upstream_target = Some(Bytes::from(target));
+                }
+                ctx.entry = Entry::Http;
+                ctx.instance = Some(route.instance.clone());
+                ctx.body_limit = Some(self.max_body);
+                let required = route.auth == Auth::Required;
+                ctx.route = Some(route);
+                if required && ctx.identity.is_none() {
+                    return Err(Reply::error_with(
+                        ErrorCode::Unauthenticated,
+                        "this route requires a verified identity",
+                    ));
+                }
+                Ok(())
+            }
+            HttpMatch::InvalidHost => Err(Reply::error(ErrorCode::InvalidHost)),
+            HttpMatch::InvalidPath => Err(Reply::error(ErrorCode::InvalidPath)),
+            HttpMatch::BadRequest => Err(bad("invalid percent-encoding in the path")),
+        }
+    }
+}
+
+fn over_limit(ctx: &Ctx, bytes: u64) -> bool {
+    ctx.body_limit.is_some_and(|limit| bytes > limit)
+}
+
+#[async_trait]
+impl Plugin for Routing {
+    fn name(&self) -> &'static str {
+        "routing"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST | Phases::REQUEST_BODY | Phases::UPSTREAM_REQUEST
+    }
+
+    async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
+        let req = session.req_header();
+        let routed = if ctx.wx_service.is_some() {
+            self.route_sdk(req, ctx)
+        } else {
+            self.route_http(req, ctx)
+        };
+        if let Err(reply) = routed {
+            return Flow::Reply(reply);
+        }
+        // A declared length over the limit is refused before any byte is read.
+        let declared = req
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| over_limit(ctx, n)) {
+            return Flow::error(ErrorCode::ExceedMaxPayloadSize);
+        }
+        Flow::Continue
+    }
+
+    fn request_body(&self, chunk: Option<&Bytes>, _end: bool, ctx: &mut Ctx) -> Flow {
+        ctx.request_body_bytes += chunk.map_or(0, |c| c.len() as u64);
+        if over_limit(ctx, ctx.request_body_bytes) {
+            return Flow::error(ErrorCode::ExceedMaxPayloadSize);
+        }
+        Flow::Continue
+    }
+
+    fn upstream_request(&self, _d: &RequestHeader, up: &mut RequestHeader, ctx: &mut Ctx) -> Flow {
+        if let Some(target) = &ctx.upstream_target {
+            if up.set_raw_path(target).is_err() {
+                return Flow::error(ErrorCode::InvalidRequest);
+            }
+        }
+        Flow::Continue
+    }
+}

@@ -1,0 +1,53 @@
+//! `upstream_info`: the CloudBase debugging headers of SPEC §7 on every response:
+//! `X-Cloudbase-Upstream-Status-Code`, `-Timecost` and `-Type`, or `-` when there was no
+//! upstream answer. Upstream-sent `X-Cloudbase-*` headers are removed by the runner first.
+
+use crate::ctx::Ctx;
+use crate::headers::wire::{
+    X_CLOUDBASE_UPSTREAM_STATUS_CODE, X_CLOUDBASE_UPSTREAM_TIMECOST, X_CLOUDBASE_UPSTREAM_TYPE,
+};
+use crate::plugin::{Phases, Plugin};
+use crate::{BuildCtx, PluginError};
+use async_trait::async_trait;
+use http::HeaderValue;
+use pingora_http::ResponseHeader;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {}
+
+impl Config {
+    pub fn build(&self, _cx: &BuildCtx) -> Result<UpstreamInfo, PluginError> {
+        Ok(UpstreamInfo)
+    }
+}
+
+pub struct UpstreamInfo;
+
+const DASH: HeaderValue = HeaderValue::from_static("-");
+
+#[async_trait]
+impl Plugin for UpstreamInfo {
+    fn name(&self) -> &'static str {
+        "upstream_info"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::RESPONSE
+    }
+
+    fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
+        let status = ctx.upstream_status.map_or(DASH, HeaderValue::from);
+        let timecost = ctx
+            .upstream_timecost
+            .map_or(DASH, |d| HeaderValue::from(d.as_millis() as u64));
+        let kind = ctx
+            .instance
+            .as_ref()
+            .map_or(DASH, |i| i.upstream_type.clone());
+        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_STATUS_CODE, status);
+        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_TIMECOST, timecost);
+        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_TYPE, kind);
+    }
+}
