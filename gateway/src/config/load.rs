@@ -1,0 +1,237 @@
+//! Reading the file into a [`FileConfig`], collecting every error on the way.
+
+use super::yaml::{self, DeError, Mark};
+use super::{model, ConfigError, ConfigErrors, FileConfig, Incomplete, Item};
+use anygate_plugins::PluginConfig;
+use marked_yaml::Node;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+const TOP_KEYS: &[&str] = &[
+    "env",
+    "listen",
+    "server",
+    "default_domain_suffix",
+    "domains",
+    "instances",
+    "routes",
+    "limits",
+    "timeouts",
+    "plugins",
+];
+
+/// Reads and parses a config file.
+pub fn load_file(path: &Path) -> Result<FileConfig, ConfigErrors> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![ConfigError {
+            file: name.clone(),
+            mark: Mark { line: 1, col: 1 },
+            message: format!("cannot read the file: {e}"),
+        }])
+    })?;
+    load_str(path, &text)
+}
+
+struct Loader {
+    name: String,
+    errors: Vec<ConfigError>,
+}
+
+impl Loader {
+    fn err(&mut self, mark: Mark, message: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.name.clone(),
+            mark,
+            message: message.into(),
+        });
+    }
+
+    fn de_err(&mut self, e: DeError, fallback: Mark) {
+        let mark = e.mark.unwrap_or(fallback);
+        self.err(mark, e.message);
+    }
+
+    /// Deserializes one value; on failure records the error and returns `None`.
+    fn item<T: DeserializeOwned>(&mut self, node: &Node) -> Option<Item<T>> {
+        let at = Mark::of(node);
+        match yaml::from_node::<T>(node) {
+            Ok(value) => Some(Item {
+                value,
+                at,
+                keys: key_marks(node),
+            }),
+            Err(e) => {
+                self.de_err(e, at);
+                None
+            }
+        }
+    }
+
+    /// A list section: each element on its own, so one bad element does not hide the next.
+    fn list<T: DeserializeOwned>(&mut self, node: &Node, section: &str) -> (Vec<Item<T>>, bool) {
+        if is_null(node) {
+            return (Vec::new(), false);
+        }
+        let Some(elements) = yaml::items(node) else {
+            self.err(Mark::of(node), format!("`{section}` must be a list"));
+            return (Vec::new(), true);
+        };
+        let mut out = Vec::with_capacity(elements.len());
+        let mut failed = false;
+        for el in elements {
+            match self.item(el) {
+                Some(v) => out.push(v),
+                None => failed = true,
+            }
+        }
+        (out, failed)
+    }
+
+    fn plugins(&mut self, node: &Node) -> Option<Vec<Item<PluginConfig>>> {
+        if is_null(node) {
+            return Some(Vec::new());
+        }
+        let Some(elements) = yaml::items(node) else {
+            self.err(Mark::of(node), "`plugins` must be a list");
+            return None;
+        };
+        let mut out: Vec<Item<PluginConfig>> = Vec::new();
+        for el in elements {
+            let at = Mark::of(el);
+            let Some(map) = el.as_mapping() else {
+                self.err(
+                    at,
+                    "a plugin is a mapping with a `name` (e.g. `- name: routing`)",
+                );
+                continue;
+            };
+            let Some(name_node) = map.get_scalar("name") else {
+                self.err(at, "a plugin needs a `name`");
+                continue;
+            };
+            let name = name_node.as_str();
+            let name_mark = Mark::of_scalar(name_node);
+            if let Some(prev) = out.iter().find(|p| p.value.name() == name) {
+                self.err(
+                    name_mark,
+                    format!(
+                        "plugin `{name}` is listed twice (first at line {})",
+                        prev.at.line
+                    ),
+                );
+                continue;
+            }
+            let mut settings = el.clone();
+            if let Some(m) = settings.as_mapping_mut() {
+                m.remove("name");
+            }
+            match PluginConfig::deserialize_named(name, yaml::NodeDe::new(&settings)) {
+                None => self.err(
+                    name_mark,
+                    format!(
+                        "unknown plugin `{name}`, expected one of: {}",
+                        PluginConfig::NAMES.join(", ")
+                    ),
+                ),
+                Some(Err(e)) => self.de_err(e, at),
+                Some(Ok(value)) => out.push(Item {
+                    value,
+                    at,
+                    keys: key_marks(el),
+                }),
+            }
+        }
+        Some(out)
+    }
+}
+
+fn is_null(node: &Node) -> bool {
+    node.as_scalar().is_some_and(|s| {
+        s.may_coerce() && matches!(s.as_str(), "" | "~" | "null" | "Null" | "NULL")
+    })
+}
+
+fn key_marks(node: &Node) -> Vec<(String, Mark)> {
+    yaml::entries(node)
+        .into_iter()
+        .map(|(k, v)| (k.as_str().to_string(), Mark::of(v)))
+        .collect()
+}
+
+fn default_item<T: Default>(at: Mark) -> Item<T> {
+    Item {
+        value: T::default(),
+        at,
+        keys: Vec::new(),
+    }
+}
+
+/// Parses config text; `path` names it in errors and anchors relative paths. Only a YAML
+/// syntax error fails outright; schema errors are kept in `parse_errors` so that the
+/// cross-checks can still run and everything is reported at once.
+pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
+    let mut l = Loader {
+        name: path.display().to_string(),
+        errors: Vec::new(),
+    };
+    let root = match yaml::parse(text) {
+        Ok(root) => root,
+        Err(e) => {
+            l.de_err(e, Mark { line: 1, col: 1 });
+            return Err(ConfigErrors(l.errors));
+        }
+    };
+    let start = Mark::of(&root);
+    let mut cfg = FileConfig {
+        path: path.to_path_buf(),
+        name: l.name.clone(),
+        env: None,
+        listen: default_item(start),
+        server: default_item(start),
+        default_domain_suffix: None,
+        domains: Vec::new(),
+        instances: Vec::new(),
+        routes: Vec::new(),
+        limits: default_item(start),
+        timeouts: default_item(start),
+        plugins: None,
+        incomplete: Incomplete::default(),
+        parse_errors: Vec::new(),
+    };
+    for (key, value) in yaml::entries(&root) {
+        match key.as_str() {
+            "env" => cfg.env = l.item(value),
+            "default_domain_suffix" => cfg.default_domain_suffix = l.item(value),
+            "listen" => cfg.listen = l.item(value).unwrap_or(cfg.listen),
+            "server" => cfg.server = l.item(value).unwrap_or(cfg.server),
+            "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
+            "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
+            "domains" => {
+                let (v, failed) = l.list::<model::Domain>(value, "domains");
+                cfg.domains = v;
+                cfg.incomplete.domains = failed;
+            }
+            "instances" => {
+                let (v, failed) = l.list::<model::Instance>(value, "instances");
+                cfg.instances = v;
+                cfg.incomplete.instances = failed;
+            }
+            "routes" => cfg.routes = l.list::<model::Route>(value, "routes").0,
+            "plugins" => {
+                let before = l.errors.len();
+                cfg.plugins = l.plugins(value);
+                cfg.incomplete.plugins = l.errors.len() > before;
+            }
+            other => l.err(
+                Mark::of_scalar(key),
+                format!(
+                    "unknown key `{other}`, expected one of: {}",
+                    TOP_KEYS.join(", ")
+                ),
+            ),
+        }
+    }
+    cfg.parse_errors = l.errors;
+    Ok(cfg)
+}

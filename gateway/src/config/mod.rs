@@ -1,0 +1,109 @@
+//! The config file: YAML with positions, read section by section so that `anygate check`
+//! reports every error at once as `FILE:LINE:COL: message`.
+
+mod load;
+pub mod model;
+pub mod units;
+pub mod yaml;
+
+pub use load::{load_file, load_str};
+pub use yaml::Mark;
+
+use anygate_plugins::PluginConfig;
+use std::fmt;
+use std::path::PathBuf;
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub mark: Mark,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.mark.line, self.mark.col, self.message
+        )
+    }
+}
+
+/// All the errors of one load, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// A value read from the file, with where it was and where each of its keys' values were.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Item<T> {
+    pub value: T,
+    pub at: Mark,
+    pub keys: Vec<(String, Mark)>,
+}
+
+impl<T> Item<T> {
+    /// Where `key`'s value is written, or the item itself when the key is absent.
+    pub fn mark_of(&self, key: &str) -> Mark {
+        self.keys
+            .iter()
+            .find(|(k, _)| k == key)
+            .map_or(self.at, |(_, m)| *m)
+    }
+}
+
+/// The file, parsed and typed but not yet cross-checked.
+#[derive(Clone, Debug)]
+pub struct FileConfig {
+    /// The path as given (used in error messages and to resolve relative paths).
+    pub path: PathBuf,
+    pub name: String,
+    pub env: Option<Item<String>>,
+    pub listen: Item<model::Listen>,
+    pub server: Item<model::Server>,
+    pub default_domain_suffix: Option<Item<String>>,
+    pub domains: Vec<Item<model::Domain>>,
+    pub instances: Vec<Item<model::Instance>>,
+    pub routes: Vec<Item<model::Route>>,
+    pub limits: Item<model::Limits>,
+    pub timeouts: Item<model::Timeouts>,
+    /// `None` when the file has no `plugins:` (the edge chain).
+    pub plugins: Option<Vec<Item<PluginConfig>>>,
+    /// Whether a section had items that failed to parse (cross-references to it are then
+    /// not checked, to avoid reporting the same mistake twice).
+    pub incomplete: Incomplete,
+    /// Schema errors found while reading (unknown keys, wrong types, bad values).
+    pub parse_errors: Vec<ConfigError>,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Incomplete {
+    pub domains: bool,
+    pub instances: bool,
+    pub plugins: bool,
+}
+
+impl FileConfig {
+    pub fn error(&self, mark: Mark, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.name.clone(),
+            mark,
+            message: message.into(),
+        }
+    }
+}

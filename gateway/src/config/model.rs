@@ -1,0 +1,83 @@
+//! The file format of SPEC §3, section by section. Every struct refuses unknown keys.
+
+use super::units::{Dur, Size};
+use anygate_plugins::routes::Auth;
+use serde::Deserialize;
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listen {
+    pub http: Option<String>,
+    pub https: Option<String>,
+    pub admin: Option<String>,
+}
+
+/// Pingora tuning. Changes here need a restart (graceful upgrade).
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Worker threads (default: one per CPU).
+    pub threads: Option<usize>,
+    /// Let idle threads take work from busy ones (Pingora `work_stealing`, default true).
+    pub work_stealing: Option<bool>,
+    /// Idle upstream connections kept per thread pool (default 1024).
+    pub upstream_keepalive_pool_size: Option<usize>,
+    /// How long a stopping process keeps serving in-flight requests (default 10s).
+    pub grace_period: Option<Dur>,
+    /// How long runtimes get to finish after the grace period (default 5s).
+    pub graceful_shutdown_timeout: Option<Dur>,
+    /// Unix socket used to hand listeners to a new process on upgrade.
+    pub upgrade_sock: Option<String>,
+    /// PID file (written in daemon mode).
+    pub pid_file: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Domain {
+    pub name: String,
+    pub tls: Option<Tls>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Instance {
+    pub id: String,
+    pub address: String,
+    pub upstream_type: Option<String>,
+    pub origin_secret_env: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    pub domain: String,
+    pub path: String,
+    pub instance: String,
+    #[serde(default)]
+    pub passthrough: bool,
+    #[serde(default)]
+    pub auth: Auth,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_sdk_body: Option<Size>,
+    pub max_body: Option<Size>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timeouts {
+    pub connect: Option<Dur>,
+    pub sdk: Option<Dur>,
+    pub http: Option<Dur>,
+}

@@ -1,0 +1,62 @@
+//! `anygate demo`: the gateway and an echo upstream from an embedded config, no files needed.
+
+use crate::server::{self, Flags};
+use std::path::Path;
+
+const DEMO_YAML: &str = r#"
+env: demo-1a2b3c
+listen:
+  http: "@LISTEN@"
+server: { threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s }
+domains:
+  - name: api.example.com
+instances:
+  - id: lhins-demo
+    address: "@ECHO@"
+    upstream_type: Lighthouse
+routes:
+  - { domain: default, path: /api, instance: lhins-demo }
+  - { domain: api.example.com, path: /, instance: lhins-demo, passthrough: true }
+"#;
+
+/// The demo's config for the given addresses.
+pub fn config(listen: &str, echo: &str) -> String {
+    DEMO_YAML
+        .replace("@LISTEN@", listen)
+        .replace("@ECHO@", echo)
+}
+
+/// The curl lines the demo prints.
+pub fn curl_lines(listen: &str) -> String {
+    format!(
+        r#"anygate demo is running: gateway on http://{listen}, echo upstream behind it.
+Try:
+
+# 1. An SDK call, as wx.cloud.callContainer sends it (X-WX-SERVICE + X-Vm-Service):
+curl -i -H 'X-WX-SERVICE: tcbanyservice' -H 'X-Vm-Service: lhins-demo' 'http://{listen}/api/user/info'
+
+# 2. HTTP access on the default domain: trigger path /api is stripped, the query kept:
+curl -i -H 'Host: demo-1a2b3c.service.tcloudbase.com' 'http://{listen}/api/user/info?id=42'
+
+# 3. An unknown instance: 404 SERVICE_NOT_FOUND with a JSON body:
+curl -i -H 'X-WX-SERVICE: tcbanyservice' -H 'X-Vm-Service: lhins-nope' 'http://{listen}/'
+
+Every answer carries X-Cloudbase-Request-Id, -Upstream-Status-Code, -Upstream-Timecost and
+-Upstream-Type. Stop with Ctrl-C.
+"#
+    )
+}
+
+pub fn run(listen: &str, echo: &str) -> i32 {
+    let yaml = config(listen, echo);
+    let snap = match server::snapshot_from_str(Path::new("<demo>"), &yaml, 1) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let srv = server::build(snap, Flags::default(), Some(echo));
+    println!("{}", curl_lines(listen));
+    srv.run_forever()
+}

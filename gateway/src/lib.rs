@@ -1,0 +1,9 @@
+//! The anygate gateway: config, snapshot, the Pingora proxy and the command-line tools.
+
+pub mod config;
+pub mod demo;
+pub mod echo;
+pub mod proxy;
+pub mod reply;
+pub mod server;
+pub mod snapshot;

@@ -1,0 +1,111 @@
+//! anygate: a CloudBase-style access gateway on Pingora.
+
+use anygate::{demo, server};
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "anygate",
+    version,
+    about = "A CloudBase-style access gateway on Pingora",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve (the default)
+    Run(RunArgs),
+    /// Validate a config file: exit 0, or 1 with FILE:LINE:COL: message for every error
+    Check {
+        #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+    },
+    /// An upstream that answers every request with JSON describing it
+    Echo {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+        listen: String,
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+    /// Run the gateway and an echo upstream from an embedded config, and print curl lines
+    Demo {
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+        listen: String,
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
+        echo: String,
+    },
+}
+
+const DEFAULT_CONFIG: &str = "/etc/anygate/anygate.yaml";
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// The config file
+    #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+    conf: PathBuf,
+    /// Run in the background (Pingora daemon mode)
+    #[arg(short, long)]
+    daemon: bool,
+    /// Take over the listeners of a running anygate (Pingora graceful upgrade)
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Check that the server can start, then exit
+    #[arg(short, long)]
+    test: bool,
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    let snap = match server::load_snapshot(&args.conf, 1) {
+        Ok(s) => s,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return ExitCode::from(1);
+        }
+    };
+    let flags = server::Flags {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+        test: args.test,
+    };
+    server::build(snap, flags, None).run_forever()
+}
+
+fn check(conf: PathBuf) -> ExitCode {
+    match server::load_snapshot(&conf, 1) {
+        Ok(snap) => {
+            println!(
+                "{}: ok (chain: {}; {} instances, {} routes)",
+                conf.display(),
+                snap.chain.names().join(", "),
+                snap.routes.instances().count(),
+                snap.routes.routes().len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            eprintln!("{errors}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match cli.command {
+        None => run(cli.run),
+        Some(Command::Run(args)) => run(args),
+        Some(Command::Check { conf }) => check(conf),
+        Some(Command::Echo { listen, threads }) => server::run_echo(&listen, threads),
+        Some(Command::Demo { listen, echo }) => ExitCode::from(demo::run(&listen, &echo) as u8),
+    }
+}

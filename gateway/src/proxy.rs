@@ -1,0 +1,243 @@
+//! The `ProxyHttp` implementation: dispatch only. Each Pingora phase hands the request to the
+//! chain of the snapshot the request started with.
+
+use crate::reply;
+use crate::snapshot::{Snapshot, Store};
+use anygate_plugins::headers::{is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
+use anygate_plugins::net::canonical;
+use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderName;
+use log::{error, warn};
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_error::{Error, ErrorType, Result};
+use pingora_http::{RequestHeader, ResponseHeader};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct Gateway {
+    store: Arc<Store>,
+}
+
+impl Gateway {
+    pub fn new(store: Arc<Store>) -> Gateway {
+        Gateway { store }
+    }
+}
+
+/// The request's snapshot and its plugin context.
+pub struct RequestCtx {
+    pub snap: Arc<Snapshot>,
+    pub ctx: Ctx,
+    /// A reply decided in a phase that can only fail (body, upstream request); written by
+    /// `fail_to_proxy`.
+    pending: Option<Reply>,
+}
+
+/// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
+/// front.
+fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
+    let doomed: Vec<HeaderName> = req
+        .headers
+        .keys()
+        .filter(|n| is_owned(n.as_str()) && !(keep_wx && is_wx(n.as_str())))
+        .cloned()
+        .collect();
+    for name in &doomed {
+        req.remove_header(name);
+    }
+}
+
+/// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
+fn strip_cloudbase(resp: &mut ResponseHeader) {
+    let doomed: Vec<HeaderName> = resp
+        .headers
+        .keys()
+        .filter(|n| is_cloudbase(n.as_str()))
+        .cloned()
+        .collect();
+    for name in &doomed {
+        resp.remove_header(name);
+    }
+}
+
+/// Ends the current phase with `reply`, to be written by `fail_to_proxy`.
+fn fail_with(rc: &mut RequestCtx, reply: Reply) -> Box<Error> {
+    let status = match &reply {
+        Reply::Error { code, .. } => code.status().as_u16(),
+        Reply::Response { header, .. } => header.status.as_u16(),
+    };
+    rc.pending = Some(reply);
+    Error::explain(ErrorType::HTTPStatus(status), "anygate reply")
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let snap = self.store.load();
+        RequestCtx {
+            ctx: Ctx::new(snap.generation),
+            snap,
+            pending: None,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, rc: &mut RequestCtx) -> Result<bool> {
+        let RequestCtx { snap, ctx, .. } = rc;
+        ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical(a.ip()));
+        ctx.client_ip = ctx.peer_ip;
+        ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
+        snap.chain.early(session.req_header(), ctx);
+        strip_owned(session.req_header_mut(), ctx.trusted_front);
+        match snap.chain.request(session, ctx).await {
+            Flow::Continue => Ok(false),
+            Flow::Reply(r) => {
+                reply::write(session, ctx, &snap.chain, r).await?;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        rc: &mut RequestCtx,
+    ) -> Result<()> {
+        if !rc.snap.chain.wants_request_body() {
+            return Ok(());
+        }
+        match rc
+            .snap
+            .chain
+            .request_body(body.as_ref(), end_of_stream, &mut rc.ctx)
+        {
+            Flow::Continue => Ok(()),
+            Flow::Reply(r) => Err(fail_with(rc, r)),
+        }
+    }
+
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        rc: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
+        let ctx = &rc.ctx;
+        let Some(instance) = &ctx.instance else {
+            return Err(fail_with(
+                rc,
+                Reply::error_with(ErrorCode::SysErr, "no instance was chosen for this request"),
+            ));
+        };
+        let peer = match ctx.entry {
+            Entry::Sdk => instance.sdk_peer.clone(),
+            _ => instance.http_peer.clone(),
+        };
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        rc: &mut RequestCtx,
+    ) -> Result<()> {
+        let flow = rc
+            .snap
+            .chain
+            .upstream_request(session.req_header(), upstream, &mut rc.ctx);
+        if let Flow::Reply(r) = flow {
+            return Err(fail_with(rc, r));
+        }
+        rc.ctx.upstream_sent = Some(Instant::now());
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        rc: &mut RequestCtx,
+    ) -> Result<()> {
+        let ctx = &mut rc.ctx;
+        if !resp.status.is_informational() {
+            ctx.upstream_status = Some(resp.status.as_u16());
+            ctx.upstream_timecost = ctx.upstream_sent.map(|t| t.elapsed());
+        }
+        strip_cloudbase(resp);
+        rc.snap.chain.upstream_response(resp, ctx);
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        rc: &mut RequestCtx,
+    ) -> Result<()> {
+        if resp.status.is_informational() {
+            return Ok(());
+        }
+        rc.snap.chain.response(resp, &mut rc.ctx);
+        rc.ctx.status = resp.status.as_u16();
+        Ok(())
+    }
+
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        rc: &mut RequestCtx,
+    ) -> FailToProxy {
+        let reply = match rc.pending.take() {
+            Some(r) => Some(r),
+            None => reply::classify(e).map(Reply::error),
+        };
+        let code = match reply {
+            Some(r) if session.response_written().is_none() => {
+                match reply::write(session, &mut rc.ctx, &rc.snap.chain, r).await {
+                    Ok(status) => status,
+                    Err(we) => {
+                        warn!(
+                            "[{}] could not send the error response: {we}",
+                            rc.ctx.request_id_str()
+                        );
+                        0
+                    }
+                }
+            }
+            // Headers already went out: the client sees a cut response, nothing else to do.
+            _ => 0,
+        };
+        if code >= 500 {
+            error!(
+                "[{}] {} upstream={} error: {e}",
+                rc.ctx.request_id_str(),
+                rc.ctx.error.map_or("-", |c| c.as_str()),
+                rc.ctx.instance_label(),
+            );
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
+        // fail_to_proxy logs with the request id instead.
+        true
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
+        rc.snap.chain.logging(session, &rc.ctx, e);
+    }
+}

@@ -1,0 +1,115 @@
+//! Building and running the Pingora server: the proxy service on the public listeners, with
+//! the snapshot store behind it.
+
+use crate::config::{self, ConfigErrors};
+use crate::echo::Echo;
+use crate::proxy::Gateway;
+use crate::snapshot::{self, ServerSettings, Snapshot, Store};
+use log::info;
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::Server;
+use pingora_core::services::listening::Service;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Process-level switches from the command line (Pingora's `-d`, `-u`, `-t`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Flags {
+    pub daemon: bool,
+    pub upgrade: bool,
+    pub test: bool,
+}
+
+/// Reads, checks and compiles a config file into generation `generation`.
+pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors> {
+    let file = config::load_file(path)?;
+    snapshot::compile(&file, generation, &snapshot::process_env)
+}
+
+/// Reads, checks and compiles config text (the demo's embedded config).
+pub fn snapshot_from_str(
+    name: &Path,
+    text: &str,
+    generation: u64,
+) -> Result<Snapshot, ConfigErrors> {
+    let file = config::load_str(name, text)?;
+    snapshot::compile(&file, generation, &snapshot::process_env)
+}
+
+fn secs_ceil(d: std::time::Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+fn server_conf(s: &ServerSettings, flags: Flags) -> ServerConf {
+    ServerConf {
+        daemon: flags.daemon,
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size,
+        grace_period_seconds: Some(secs_ceil(s.grace_period)),
+        graceful_shutdown_timeout_seconds: Some(secs_ceil(s.graceful_shutdown_timeout)),
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
+        ..ServerConf::default()
+    }
+}
+
+/// A Pingora server hosting the gateway for `first`; `extra` lets the demo add its echo.
+pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
+    let opt = Opt {
+        upgrade: flags.upgrade,
+        daemon: flags.daemon,
+        test: flags.test,
+        ..Opt::default()
+    };
+    let settings = first.server.clone();
+    let listeners = first.listeners.clone();
+    info!(
+        "config {} generation {}: chain [{}], {} instances, {} routes",
+        first.source.display(),
+        first.generation,
+        first.chain.names().join(", "),
+        first.routes.instances().count(),
+        first.routes.routes().len(),
+    );
+    let store = Arc::new(Store::new(first));
+    let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
+    server.bootstrap();
+
+    let mut proxy = pingora_proxy::http_proxy_service_with_name(
+        &server.configuration,
+        Gateway::new(store),
+        "anygate",
+    );
+    if let Some(addr) = listeners.http {
+        proxy.add_tcp(&addr.to_string());
+        info!("listening for HTTP on {addr}");
+    }
+    server.add_service(proxy);
+
+    if let Some(addr) = echo {
+        let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));
+        svc.add_tcp(addr);
+        info!("echo upstream on {addr}");
+        server.add_service(svc);
+    }
+    server
+}
+
+/// `anygate echo --listen ADDR`.
+pub fn run_echo(addr: &str, threads: usize) -> ! {
+    let conf = ServerConf {
+        threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
+    server.bootstrap();
+    let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));
+    svc.add_tcp(addr);
+    server.add_service(svc);
+    info!("echo upstream on {addr}");
+    server.run_forever()
+}
