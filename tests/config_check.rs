@@ -1,0 +1,128 @@
+//! `anygate check`: every sample config in conf/ passes, and each broken config fails with
+//! `FILE:LINE:COL: message` at the right place.
+
+mod common;
+use common::*;
+use std::path::Path;
+
+fn conf_dir() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf"))
+}
+
+#[test]
+fn every_sample_config_passes_check() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(conf_dir()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("prometheus.yml") {
+            let (code, out, err) = check_file(&path);
+            assert_eq!(code, 0, "{}: {err}", path.display());
+            assert!(out.contains(": ok"), "{out}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "conf/anygate.yaml, edge.yaml, on-server.yaml");
+}
+
+const GOOD: &str = r#"env: test-env
+listen: { http: "127.0.0.1:8080" }
+domains:
+  - name: api.example.com
+instances:
+  - { id: a, address: "10.0.0.1" }
+routes:
+  - { domain: default, path: /api, instance: a }
+"#;
+
+#[test]
+fn the_base_of_the_table_is_valid() {
+    let (code, out, err) = check(GOOD);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 instances, 1 routes"), "{out}");
+}
+
+/// (what is broken, the file, line, column, a piece of the message)
+const BAD: &[(&str, &str, usize, usize, &str)] = &[
+    ("unknown top-level key", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ncolour: red\n", 3, 1, "unknown key `colour`"),
+    ("unknown key in a route", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /, instance: a, pathx: 1 }\n", 5, 46, "unknown field `pathx`"),
+    ("unknown key in an instance", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - id: a\n    address: 10.0.0.1\n    adress: 10.0.0.2\n", 6, 5, "unknown field `adress`"),
+    ("duplicate instance id", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - { id: a, address: 10.0.0.1 }\n  - { id: a, address: 10.0.0.2 }\n", 5, 11, "declared twice"),
+    ("route naming an unknown instance", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /, instance: b }\n", 5, 43, "instance `b`"),
+    ("route naming an unknown domain", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: x.example.com, path: /, instance: a }\n", 5, 15, "domain `x.example.com`"),
+    ("duplicate domain and path", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /api, instance: a }\n  - { domain: default, path: /api/, instance: a }\n", 6, 5, "declared twice"),
+    ("bad instance address", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - id: a\n    address: \"10.0.0.1:99999\"\n", 5, 14, "address"),
+    ("bad listen address", "env: e\nlisten:\n  http: 0.0.0.0\n", 3, 9, "invalid listen address"),
+    ("bad CIDR", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes: [{ domain: \"*\", path: /, instance: a }]\nplugins:\n  - name: routing\n  - name: forwarded_for\n    trusted_proxies: [10.0.0.0/8, 300.1.1.1/8]\n", 8, 35, "invalid CIDR `300.1.1.1/8`"),
+    ("bad duration", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ntimeouts:\n  sdk: 15 seconds\n", 4, 8, "invalid duration"),
+    ("zero duration", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ntimeouts: { http: 0s }\n", 3, 19, "more than 0"),
+    ("bad size", "env: e\nlisten: { http: \"127.0.0.1:1\" }\nlimits:\n  max_body: 10 MBs\n", 4, 13, "invalid size"),
+    ("wrong type", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /, instance: a, passthrough: sometimes }\n", 5, 59, "boolean"),
+    ("unknown plugin", "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: routing\n  - name: teleport\n", 5, 11, "unknown plugin `teleport`"),
+    ("unknown plugin setting", "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: routing\n  - name: forwarded_for\n    trusted: [10.0.0.0/8]\n", 6, 5, "unknown field `trusted`"),
+    ("chain without routing", "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: request_id\n", 4, 5, "needs `routing`"),
+    ("YAML syntax error", "env: e\nlisten: { http: \"127.0.0.1:1\"\nroutes: []\n", 3, 1, "YAML"),
+    ("missing env", "listen: { http: \"127.0.0.1:1\" }\n", 1, 1, "`env` is required"),
+    ("missing origin secret variable", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - { id: a, address: 10.0.0.1, origin_secret_env: ANYGATE_TEST_UNSET_SECRET }\n", 4, 52, "ANYGATE_TEST_UNSET_SECRET"),
+    ("bad trigger path", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: api, instance: a }\n", 5, 30, "must start with `/`"),
+    ("dotted trigger path", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /a/../b, instance: a }\n", 5, 30, "`..`"),
+];
+
+#[test]
+fn each_broken_config_fails_at_the_right_line() {
+    for (what, yaml, line, col, needle) in BAD {
+        let (code, _out, err) = check(yaml);
+        assert_eq!(code, 1, "{what}: should fail\n{yaml}");
+        let want = format!("anygate.yaml:{line}:{col}: ");
+        let hit = err.lines().find(|l| l.contains(needle));
+        let hit = hit.unwrap_or_else(|| panic!("{what}: no error mentions `{needle}`:\n{err}"));
+        assert!(
+            hit.contains(&want),
+            "{what}: want {want}…{needle}, got:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn all_errors_are_reported_at_once() {
+    let yaml = "env: e\nlisten: { http: \"127.0.0.1:1\" }\nbogus: 1\ninstances:\n  - { id: a, address: 10.0.0.1 }\n  - { id: a, address: 10.0.0.2 }\nroutes:\n  - { domain: nowhere.example, path: /, instance: a }\n  - { domain: default, path: x, instance: a }\ntimeouts: { sdk: soon }\n";
+    let (code, _out, err) = check(yaml);
+    assert_eq!(code, 1);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("anygate.yaml:"))
+        .collect();
+    for (line, needle) in [
+        (3, "bogus"),
+        (6, "twice"),
+        (8, "nowhere.example"),
+        (9, "start with"),
+        (10, "soon"),
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.contains(&format!("anygate.yaml:{line}:")) && l.contains(needle)),
+            "line {line} `{needle}` missing from:\n{err}"
+        );
+    }
+    // sorted by position
+    let numbers: Vec<usize> = lines
+        .iter()
+        .map(|l| l.split(':').nth(1).unwrap().parse().unwrap())
+        .collect();
+    assert!(numbers.windows(2).all(|w| w[0] <= w[1]), "{numbers:?}");
+}
+
+#[test]
+fn run_refuses_a_broken_config_with_the_same_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("broken.yaml");
+    std::fs::write(&path, "env: e\nlisten: { http: \"127.0.0.1:1\" }\nroutes: [{ domain: default, path: /, instance: ghost }]\n").unwrap();
+    let (code, _out, err) = common::gateway::run_anygate(
+        &["run".as_ref(), "-c".as_ref(), path.as_os_str()],
+        std::time::Duration::from_secs(20),
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("broken.yaml:3:"), "{err}");
+    assert!(err.contains("instance `ghost`"), "{err}");
+}
