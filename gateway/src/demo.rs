@@ -49,7 +49,14 @@ Every answer carries X-Cloudbase-Request-Id, -Upstream-Status-Code, -Upstream-Ti
 
 pub fn run(listen: &str, echo: &str) -> i32 {
     let yaml = config(listen, echo);
-    let snap = match server::snapshot_from_str(Path::new("<demo>"), &yaml, 1) {
+    let telemetry = match server::new_telemetry() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return 1;
+        }
+    };
+    let snap = match server::snapshot_from_str(Path::new("<demo>"), &yaml, 1, &telemetry) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("{e}");

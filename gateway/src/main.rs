@@ -64,7 +64,14 @@ struct RunArgs {
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let snap = match server::load_snapshot(&args.conf, 1) {
+    let telemetry = match server::new_telemetry() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let snap = match server::load_snapshot(&args.conf, 1, &telemetry) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -80,7 +87,14 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 fn check(conf: PathBuf) -> ExitCode {
-    match server::load_snapshot(&conf, 1) {
+    let telemetry = match server::new_telemetry() {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    match server::load_snapshot(&conf, 1, &telemetry) {
         Ok(snap) => {
             println!(
                 "{}: ok (chain: {}; {} instances, {} routes)",

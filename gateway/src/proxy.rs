@@ -14,6 +14,7 @@ use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use prometheus::IntGauge;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -34,6 +35,24 @@ pub struct RequestCtx {
     /// A reply decided in a phase that can only fail (body, upstream request); written by
     /// `fail_to_proxy`.
     pending: Option<Reply>,
+    _in_flight: InFlight,
+}
+
+/// Counts a request in `anygate_requests_in_flight` while its context lives: the context is
+/// dropped on every path (answered, failed, cancelled), so the gauge cannot leak.
+struct InFlight(IntGauge);
+
+impl InFlight {
+    fn enter(gauge: &IntGauge) -> InFlight {
+        gauge.inc();
+        InFlight(gauge.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
@@ -81,6 +100,7 @@ impl ProxyHttp for Gateway {
         let snap = self.store.load();
         RequestCtx {
             ctx: Ctx::new(snap.generation),
+            _in_flight: InFlight::enter(&snap.telemetry.in_flight),
             snap,
             pending: None,
         }
@@ -235,6 +255,15 @@ impl ProxyHttp for Gateway {
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // fail_to_proxy logs with the request id instead.
         true
+    }
+
+    fn request_summary(&self, session: &Session, rc: &RequestCtx) -> String {
+        // Pingora's own error lines end with this: give them the request id too.
+        format!(
+            "[{}] {}",
+            rc.ctx.request_id_str(),
+            session.as_ref().request_summary()
+        )
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {

@@ -1,11 +1,13 @@
 //! Building and running the Pingora server: the proxy service on the public listeners, with
 //! the snapshot store behind it.
 
+use crate::admin::Admin;
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
 use crate::proxy::Gateway;
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
-use log::info;
+use anygate_plugins::telemetry::Telemetry;
+use log::{error, info, warn};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
@@ -21,10 +23,21 @@ pub struct Flags {
     pub test: bool,
 }
 
+/// The process's metric registry and handles: made once, shared by every generation.
+pub fn new_telemetry() -> Result<Arc<Telemetry>, String> {
+    Telemetry::new()
+        .map(Arc::new)
+        .map_err(|e| format!("cannot set up metrics: {e}"))
+}
+
 /// Reads, checks and compiles a config file into generation `generation`.
-pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors> {
+pub fn load_snapshot(
+    path: &Path,
+    generation: u64,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Snapshot, ConfigErrors> {
     let file = config::load_file(path)?;
-    snapshot::compile(&file, generation, &snapshot::process_env)
+    snapshot::compile(&file, generation, &snapshot::process_env, telemetry)
 }
 
 /// Reads, checks and compiles config text (the demo's embedded config).
@@ -32,9 +45,10 @@ pub fn snapshot_from_str(
     name: &Path,
     text: &str,
     generation: u64,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<Snapshot, ConfigErrors> {
     let file = config::load_str(name, text)?;
-    snapshot::compile(&file, generation, &snapshot::process_env)
+    snapshot::compile(&file, generation, &snapshot::process_env, telemetry)
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
@@ -73,13 +87,14 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         first.routes.instances().count(),
         first.routes.routes().len(),
     );
+    let telemetry = first.telemetry.clone();
     let store = Arc::new(Store::new(first));
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(store),
+        Gateway::new(store.clone()),
         "anygate",
     );
     if let Some(addr) = listeners.http {
@@ -87,6 +102,7 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         info!("listening for HTTP on {addr}");
     }
     server.add_service(proxy);
+    add_admin(&mut server, listeners.admin, telemetry, store);
 
     if let Some(addr) = echo {
         let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));
@@ -95,6 +111,34 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         server.add_service(svc);
     }
     server
+}
+
+/// The admin listener on `listen.admin`; none when it is not set.
+fn add_admin(
+    server: &mut Server,
+    addr: Option<std::net::SocketAddr>,
+    telemetry: Arc<Telemetry>,
+    store: Arc<Store>,
+) {
+    let Some(addr) = addr else {
+        info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz");
+        return;
+    };
+    let admin = match Admin::new(telemetry, store) {
+        Ok(a) => a,
+        Err(e) => {
+            error!("admin listener disabled: cannot register the config metrics: {e}");
+            return;
+        }
+    };
+    if !addr.ip().is_loopback() {
+        warn!("the admin listener {addr} is not on a loopback address: /metrics is reachable from the network");
+    }
+    let mut svc = Service::new("admin".to_string(), admin);
+    svc.threads = Some(1);
+    svc.add_tcp(&addr.to_string());
+    info!("admin listener (/metrics /healthz /readyz) on {addr}");
+    server.add_service(svc);
 }
 
 /// `anygate echo --listen ADDR`.

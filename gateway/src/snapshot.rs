@@ -6,6 +6,7 @@ use crate::config::{ConfigError, ConfigErrors, FileConfig, Item, Mark};
 use anygate_plugins::routes::{
     normalize_trigger, DomainKey, Instance, RouteSpec, RouteTable, Timeouts,
 };
+use anygate_plugins::telemetry::Telemetry;
 use anygate_plugins::{edge_chain, BuildCtx, Chain, Limits, PluginConfig};
 use arc_swap::ArcSwap;
 use http::HeaderValue;
@@ -50,6 +51,8 @@ pub struct Snapshot {
     pub plugin_configs: Vec<PluginConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// The process's metrics, the same for every generation.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -176,6 +179,7 @@ pub fn compile(
     file: &FileConfig,
     generation: u64,
     env: EnvLookup,
+    telemetry: &Arc<Telemetry>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut e = Errors {
         file,
@@ -481,6 +485,8 @@ pub fn compile(
             routes,
             limits,
             env_var: env,
+            telemetry,
+            config_dir: file.path.parent().unwrap_or(Path::new(".")),
         };
         for (cfg, item) in plugin_configs.iter().zip(&plugin_items) {
             match cfg.build(&cx) {
@@ -515,6 +521,7 @@ pub fn compile(
         plugin_configs,
         limits,
         timeouts,
+        telemetry: telemetry.clone(),
     })
 }
 

@@ -9,18 +9,26 @@ pub mod headers;
 pub mod net;
 pub mod plugin;
 pub mod routes;
+pub mod telemetry;
+
+mod log_writer;
 
 pub mod forwarded_for;
 pub mod request_id;
 pub mod routing;
 pub mod upstream_info;
 
+pub mod access_log;
+pub mod metrics;
+
 pub use ctx::{Ctx, Entry, Identity};
 pub use error::ErrorCode;
 pub use plugin::{Chain, Flow, Phases, Plugin, Reply};
 
 use routes::RouteTable;
+use std::path::Path;
 use std::sync::Arc;
+use telemetry::Telemetry;
 
 /// Body limits (SPEC §3 `limits`), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +54,10 @@ pub struct BuildCtx<'a> {
     pub limits: Limits,
     /// Reads an environment variable (secrets are named in the file, never written in it).
     pub env_var: &'a dyn Fn(&str) -> Option<String>,
+    /// The process's metric handles (created once, shared by every config generation).
+    pub telemetry: &'a Arc<Telemetry>,
+    /// The config file's directory: relative file paths are relative to it.
+    pub config_dir: &'a Path,
 }
 
 /// A plugin that cannot be built from its config. `field` names the offending key so the
@@ -109,6 +121,8 @@ plugins! {
     "routing" => Routing(routing),
     "forwarded_for" => ForwardedFor(forwarded_for),
     "upstream_info" => UpstreamInfo(upstream_info),
+    "access_log" => AccessLog(access_log),
+    "metrics" => Metrics(metrics),
 }
 
 /// The chain used when the file has no `plugins:` list (SPEC §1 edge deployment).
@@ -118,5 +132,7 @@ pub fn edge_chain() -> Vec<PluginConfig> {
         PluginConfig::Routing(Default::default()),
         PluginConfig::ForwardedFor(Default::default()),
         PluginConfig::UpstreamInfo(Default::default()),
+        PluginConfig::Metrics(Default::default()),
+        PluginConfig::AccessLog(Default::default()),
     ]
 }

@@ -1,0 +1,301 @@
+//! Writes log lines off the request path: requests hand a line to a bounded queue without
+//! waiting, and one thread per log writes them in batches. A full queue or a failing write
+//! (full disk, closed stdout, read-only file) drops lines and counts them; nothing blocks.
+
+use crate::telemetry::{DropReason, Telemetry};
+use log::{info, warn};
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Lines waiting to be written before new ones are dropped.
+pub const QUEUE_LINES: usize = 8192;
+/// How long a written line may sit in the buffer.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
+/// Buffered bytes that trigger a write before `FLUSH_EVERY`.
+const FLUSH_BYTES: usize = 64 * 1024;
+
+/// Where lines go.
+pub enum Sink {
+    Stdout,
+    File(File),
+}
+
+impl Sink {
+    /// `stdout`, or a file opened for appending (created if missing); a relative path is
+    /// relative to `base` (the config file's directory).
+    pub fn open(path: &str, base: &Path) -> Result<(Sink, String), String> {
+        if path == "stdout" {
+            return Ok((Sink::Stdout, "stdout".into()));
+        }
+        if path.trim().is_empty() {
+            return Err("`path` is empty (write `stdout` or a file path)".into());
+        }
+        let full: PathBuf = if Path::new(path).is_absolute() {
+            PathBuf::from(path)
+        } else {
+            base.join(path)
+        };
+        let shown = full.display().to_string();
+        let mut opts = OpenOptions::new();
+        opts.append(true).create(true);
+        match std::fs::metadata(&full) {
+            Ok(m) if m.is_dir() => return Err(format!("`{shown}` is a directory")),
+            // Opening a FIFO without a reader would wait for one forever.
+            Ok(m) if m.file_type().is_fifo() => {
+                opts.custom_flags(libc::O_NONBLOCK);
+            }
+            _ => {}
+        }
+        match opts.open(&full) {
+            Ok(f) => Ok((Sink::File(f), shown)),
+            Err(e) => Err(format!("cannot open `{shown}` for writing: {e}")),
+        }
+    }
+}
+
+impl Write for Sink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sink::Stdout => io::stdout().lock().write(buf),
+            Sink::File(f) => f.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Sink::Stdout => io::stdout().lock().flush(),
+            Sink::File(f) => f.flush(),
+        }
+    }
+}
+
+/// One log's queue. The writer thread starts with the first line, so it is born after
+/// Pingora daemonizes (a thread does not survive `fork`), and `anygate check` starts none.
+pub struct LogWriter {
+    name: String,
+    sink: Mutex<Option<Sink>>,
+    tx: OnceLock<Option<SyncSender<Vec<u8>>>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl LogWriter {
+    pub fn new(sink: Sink, name: String, telemetry: Arc<Telemetry>) -> LogWriter {
+        LogWriter {
+            name,
+            sink: Mutex::new(Some(sink)),
+            tx: OnceLock::new(),
+            telemetry,
+        }
+    }
+
+    /// Queues one line (with its `\n`); never waits.
+    pub fn write(&self, line: Vec<u8>) {
+        let Some(tx) = self.tx.get_or_init(|| self.spawn()) else {
+            self.telemetry.dropped(DropReason::WriteError, 1);
+            return;
+        };
+        match tx.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.telemetry.dropped(DropReason::QueueFull, 1),
+            Err(TrySendError::Disconnected(_)) => self.telemetry.dropped(DropReason::WriteError, 1),
+        }
+    }
+
+    fn spawn(&self) -> Option<SyncSender<Vec<u8>>> {
+        let sink = self.sink.lock().ok()?.take()?;
+        let (tx, rx) = sync_channel(QUEUE_LINES);
+        let mut out = Batch::new(sink, self.name.clone(), self.telemetry.clone());
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || out.run(rx));
+        match spawned {
+            Ok(_) => Some(tx),
+            Err(e) => {
+                warn!(
+                    "access log {}: cannot start its writer thread ({e}); lines are dropped",
+                    self.name
+                );
+                None
+            }
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Batch {
+    sink: Sink,
+    name: String,
+    telemetry: Arc<Telemetry>,
+    buf: Vec<u8>,
+    lines: u64,
+    /// Whether the last write failed (warn once per failure streak).
+    failing: bool,
+    /// Whether a failed write left half a line behind (end it before the next one).
+    torn: bool,
+}
+
+impl Batch {
+    fn new(sink: Sink, name: String, telemetry: Arc<Telemetry>) -> Batch {
+        Batch {
+            sink,
+            name,
+            telemetry,
+            buf: Vec::with_capacity(FLUSH_BYTES),
+            lines: 0,
+            failing: false,
+            torn: false,
+        }
+    }
+
+    fn run(&mut self, rx: Receiver<Vec<u8>>) {
+        let mut last = Instant::now();
+        loop {
+            match rx.recv_timeout(FLUSH_EVERY) {
+                Ok(line) => {
+                    self.buf.extend_from_slice(&line);
+                    self.lines += 1;
+                    if self.buf.len() >= FLUSH_BYTES || last.elapsed() >= FLUSH_EVERY {
+                        self.flush();
+                        last = Instant::now();
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.flush();
+                    last = Instant::now();
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.flush();
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Writes the buffer; lines that did not make it are counted as dropped.
+    fn flush(&mut self) {
+        if self.lines == 0 {
+            return;
+        }
+        if self.torn {
+            self.buf.insert(0, b'\n');
+        }
+        let (written, result) = write_some(&mut self.sink, &self.buf);
+        match result {
+            Ok(()) => {
+                self.torn = false;
+                if self.failing {
+                    info!("access log {}: writing again", self.name);
+                    self.failing = false;
+                }
+            }
+            Err(e) => {
+                let done = self.buf[..written].iter().filter(|&&b| b == b'\n').count() as u64;
+                let done = done.saturating_sub(u64::from(self.torn));
+                self.telemetry
+                    .dropped(DropReason::WriteError, self.lines.saturating_sub(done));
+                self.torn = written > 0 && self.buf.get(written - 1) != Some(&b'\n');
+                if !self.failing {
+                    warn!(
+                        "access log {}: cannot write ({e}); dropping lines until it works again (anygate_access_log_dropped_total)",
+                        self.name
+                    );
+                    self.failing = true;
+                }
+            }
+        }
+        self.buf.clear();
+        self.lines = 0;
+    }
+}
+
+/// Like `write_all`, but says how much got through before an error.
+fn write_some(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut off = 0;
+    while off < buf.len() {
+        match w.write(&buf[off..]) {
+            Ok(0) => return (off, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (off, Err(e)),
+        }
+    }
+    (off, w.flush())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Accepts `room` bytes, then fails like a full disk.
+    struct Full {
+        room: usize,
+        got: Vec<u8>,
+    }
+
+    impl Write for Full {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            if self.room == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            let n = buf.len().min(self.room);
+            self.room -= n;
+            self.got.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_some_reports_what_got_through() {
+        let mut w = Full {
+            room: 5,
+            got: Vec::new(),
+        };
+        let (n, r) = write_some(&mut w, b"abc\ndef\n");
+        assert_eq!(n, 5);
+        assert!(r.is_err());
+        assert_eq!(w.got, b"abc\nd");
+    }
+
+    #[test]
+    fn a_failing_file_counts_every_line_it_lost() {
+        let t = Arc::new(Telemetry::new().unwrap());
+        let (sink, name) = Sink::open("/dev/full", Path::new("/")).unwrap();
+        let mut b = Batch::new(sink, name, t.clone());
+        for _ in 0..3 {
+            b.buf.extend_from_slice(b"{}\n");
+            b.lines += 1;
+        }
+        b.flush();
+        assert!(b.failing);
+        let dropped = t
+            .access_log_dropped
+            .with_label_values(&["write_error"])
+            .get();
+        assert_eq!(dropped, 3);
+    }
+
+    #[test]
+    fn bad_paths_are_refused_with_the_reason() {
+        let dir = std::env::temp_dir();
+        let e = Sink::open(dir.to_str().unwrap(), Path::new("/"))
+            .err()
+            .unwrap();
+        assert!(e.contains("is a directory"), "{e}");
+        let e = Sink::open("no/such/dir/x.log", Path::new("/nonexistent-anygate"))
+            .err()
+            .unwrap();
+        assert!(
+            e.contains("/nonexistent-anygate/no/such/dir/x.log") && e.contains("No such file"),
+            "{e}"
+        );
+        assert!(Sink::open(" ", Path::new("/")).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! The process's metric handles (SPEC §10), created once per process with their own
+//! [`Registry`] and handed to plugins through `BuildCtx`, so rebuilding a config never
+//! registers a metric twice.
+
+use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+/// Histogram buckets for a gateway: 0.5 ms to 60 s (the longest default upstream timeout).
+pub const BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Why an access log line was not written (the `reason` label).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// The writer was behind and its queue was full.
+    QueueFull,
+    /// The file or stdout refused the write (full disk, closed pipe, read-only file...).
+    WriteError,
+}
+
+impl DropReason {
+    pub fn label(self) -> &'static str {
+        match self {
+            DropReason::QueueFull => "queue_full",
+            DropReason::WriteError => "write_error",
+        }
+    }
+}
+
+/// Every metric anygate records about requests, and the registry `/metrics` serves.
+pub struct Telemetry {
+    pub registry: Registry,
+    /// `anygate_requests_total{entry,route,instance,code}`
+    pub requests: IntCounterVec,
+    /// `anygate_request_duration_seconds{entry,route,instance}`
+    pub request_duration: HistogramVec,
+    /// `anygate_upstream_duration_seconds{instance}`
+    pub upstream_duration: HistogramVec,
+    /// `anygate_upstream_errors_total{instance,kind}`
+    pub upstream_errors: IntCounterVec,
+    /// `anygate_requests_in_flight`
+    pub in_flight: IntGauge,
+    /// `anygate_access_log_dropped_total{reason}`
+    pub access_log_dropped: IntCounterVec,
+}
+
+impl Telemetry {
+    /// A fresh registry with every request metric registered.
+    pub fn new() -> Result<Telemetry, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "anygate_requests_total",
+                "Requests answered, by entry, route, instance and the status sent to the client.",
+            ),
+            &["entry", "route", "instance", "code"],
+        )?;
+        let request_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "anygate_request_duration_seconds",
+                "Time from the request header to the end of the response.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["entry", "route", "instance"],
+        )?;
+        let upstream_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "anygate_upstream_duration_seconds",
+                "Time from the request sent upstream to the instance's response header.",
+            )
+            .buckets(BUCKETS.to_vec()),
+            &["instance"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "anygate_upstream_errors_total",
+                "Requests that failed because of the instance, by kind of failure.",
+            ),
+            &["instance", "kind"],
+        )?;
+        let in_flight = IntGauge::new(
+            "anygate_requests_in_flight",
+            "Requests being handled right now.",
+        )?;
+        let access_log_dropped = IntCounterVec::new(
+            Opts::new(
+                "anygate_access_log_dropped_total",
+                "Access log lines that were not written.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(request_duration.clone()))?;
+        registry.register(Box::new(upstream_duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(in_flight.clone()))?;
+        registry.register(Box::new(access_log_dropped.clone()))?;
+        // Present from the start, so `rate()` sees the first drop.
+        for r in [DropReason::QueueFull, DropReason::WriteError] {
+            let _ = access_log_dropped.get_metric_with_label_values(&[r.label()]);
+        }
+        Ok(Telemetry {
+            registry,
+            requests,
+            request_duration,
+            upstream_duration,
+            upstream_errors,
+            in_flight,
+            access_log_dropped,
+        })
+    }
+
+    /// Counts `n` access log lines that were not written.
+    pub fn dropped(&self, reason: DropReason, n: u64) {
+        if let Ok(c) = self
+            .access_log_dropped
+            .get_metric_with_label_values(&[reason.label()])
+        {
+            c.inc_by(n);
+        }
+    }
+
+    /// The upstream duration histogram of one instance.
+    pub fn upstream_histogram(&self, instance: &str) -> Option<Histogram> {
+        self.upstream_duration
+            .get_metric_with_label_values(&[instance])
+            .ok()
+    }
+
+    /// The text exposition of everything registered.
+    pub fn render(&self) -> String {
+        let families = self.registry.gather();
+        prometheus::TextEncoder::new()
+            .encode_to_string(&families)
+            .unwrap_or_default()
+    }
+}
+
+/// The `kind` label of a failed request's error, when the instance is to blame.
+pub fn upstream_error_kind(e: &pingora_error::Error) -> Option<&'static str> {
+    use pingora_error::{ErrorSource, ErrorType::*};
+    if *e.esource() == ErrorSource::Downstream {
+        return None;
+    }
+    let kind = match e.etype() {
+        ConnectRefused => "connect_refused",
+        ConnectTimedout => "connect_timeout",
+        ConnectNoRoute | ConnectError | BindError | SocketError | ConnectProxyFailure => {
+            "connect_error"
+        }
+        TLSHandshakeFailure | TLSHandshakeTimedout | InvalidCert | HandshakeError
+        | TLSWantX509Lookup => "tls",
+        _ if *e.esource() != ErrorSource::Upstream => return None,
+        ReadTimedout | WriteTimedout => "timeout",
+        ConnectionClosed => "closed",
+        ReadError | WriteError => "reset",
+        InvalidHTTPHeader | H1Error | H2Error | InvalidH2 | H2Downgrade => "bad_response",
+        _ => "other",
+    };
+    Some(kind)
+}
+
+/// Seconds as the float Prometheus wants.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// A status code as a label without allocating (`0` when nothing was sent).
+pub fn status_label(code: u16, buf: &mut [u8; 3]) -> &str {
+    if !(100..=999).contains(&code) {
+        return "0";
+    }
+    buf[0] = b'0' + (code / 100) as u8;
+    buf[1] = b'0' + (code / 10 % 10) as u8;
+    buf[2] = b'0' + (code % 10) as u8;
+    std::str::from_utf8(buf).unwrap_or("0")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pingora_error::{Error, ErrorType};
+
+    #[test]
+    fn registering_twice_in_one_process_is_fine() {
+        let a = Telemetry::new().unwrap();
+        let b = Telemetry::new().unwrap();
+        a.in_flight.inc();
+        assert_eq!(b.in_flight.get(), 0, "each has its own registry");
+        assert!(a.render().contains("anygate_requests_in_flight 1"));
+    }
+
+    #[test]
+    fn buckets_span_half_a_millisecond_to_a_minute() {
+        assert_eq!(BUCKETS.first(), Some(&0.0005));
+        assert_eq!(BUCKETS.last(), Some(&60.0));
+        assert!(BUCKETS.windows(2).all(|w| w[0] < w[1]));
+    }
+
+    #[test]
+    fn status_labels() {
+        let mut b = [0; 3];
+        assert_eq!(status_label(200, &mut b), "200");
+        assert_eq!(status_label(502, &mut b), "502");
+        assert_eq!(status_label(0, &mut b), "0");
+        assert_eq!(status_label(1000, &mut b), "0");
+    }
+
+    #[test]
+    fn error_kinds() {
+        let up = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_up();
+            upstream_error_kind(&e)
+        };
+        let down = |t: ErrorType| {
+            let mut e = Error::new(t);
+            e.as_down();
+            upstream_error_kind(&e)
+        };
+        assert_eq!(
+            upstream_error_kind(&Error::new(ErrorType::ConnectRefused)),
+            Some("connect_refused")
+        );
+        assert_eq!(up(ErrorType::ReadTimedout), Some("timeout"));
+        assert_eq!(up(ErrorType::ConnectionClosed), Some("closed"));
+        assert_eq!(up(ErrorType::InvalidHTTPHeader), Some("bad_response"));
+        assert_eq!(up(ErrorType::ReadError), Some("reset"));
+        assert_eq!(down(ErrorType::ConnectionClosed), None, "the client left");
+        assert_eq!(down(ErrorType::ReadTimedout), None);
+        assert_eq!(
+            upstream_error_kind(&Error::new(ErrorType::HTTPStatus(413))),
+            None,
+            "anygate's own answer"
+        );
+    }
+}
