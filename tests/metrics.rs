@@ -272,9 +272,21 @@ fn prometheus_config(admin: SocketAddr) -> String {
         .replace("scrape_interval: 15s", "scrape_interval: 1s")
 }
 
+/// Percent-encodes a query parameter.
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Prometheus's answer to an instant query, as JSON.
 fn query(prom: SocketAddr, q: &str) -> Option<serde_json::Value> {
-    let target = format!("/api/v1/query?query={q}");
+    let target = format!("/api/v1/query?query={}", encode(q));
     let resp = send(prom, &Req::get(&target).host("localhost")).ok()?;
     (resp.status == 200).then(|| resp.json())
 }
@@ -335,7 +347,58 @@ fn a_real_prometheus_scrapes_anygate() {
     assert_eq!(ok["value"][1], "3");
     let up = query(prom, "up").unwrap();
     assert_eq!(up["data"]["result"][0]["value"][1], "1", "{up}");
+
+    // Every query of the Grafana dashboard is valid PromQL over metrics anygate exports, and
+    // the traffic panels have data once two scrapes are in.
+    let exported = scrape(gw.admin);
+    let exprs = dashboard_queries();
+    assert!(exprs.len() >= 15, "{exprs:?}");
+    for expr in &exprs {
+        for name in metric_names(expr) {
+            assert!(
+                exported.samples.iter().any(|s| s.name.starts_with(&name)),
+                "dashboard query uses `{name}`, which anygate does not export: {expr}"
+            );
+        }
+        let q = expr
+            .replace("$__rate_interval", "1m")
+            .replace("$gateway", ".*");
+        let v = query(prom, &q).unwrap_or_else(|| panic!("Prometheus refused {q}"));
+        assert_eq!(v["status"], "success", "{q}: {v}");
+    }
+    let rate = "sum by (route) (rate(anygate_requests_total[1m]))";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while query(prom, rate).is_none_or(|v| v["data"]["result"].as_array().is_none_or(Vec::is_empty))
+    {
+        assert!(Instant::now() < deadline, "no rate from {rate}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
     drop(server);
+}
+
+/// The `expr` of every panel target in conf/grafana-dashboard.json.
+fn dashboard_queries() -> Vec<String> {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../conf/grafana-dashboard.json"
+    );
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().cloned().unwrap_or_default())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The `anygate_*` and `process_*` names in a query (`_bucket` etc. kept).
+fn metric_names(expr: &str) -> Vec<String> {
+    expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+        .filter(|w| w.starts_with("anygate_") || w.starts_with("process_"))
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
