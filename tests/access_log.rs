@@ -109,12 +109,24 @@ fn each_request_is_one_json_line_that_matches_it() {
         assert_eq!(resp.status, *status, "{}", resp.text());
         answers.push(resp);
     }
-    let lines = wait_lines("access log", sent.len(), || read(&log));
-    assert_eq!(lines.len(), sent.len(), "one line per request");
+    let logged = wait_lines("access log", sent.len(), || read(&log));
+    assert_eq!(logged.len(), sent.len(), "one line per request");
+    // Each line is written when its request ends, so two requests may log in either order:
+    // pair them by request id.
+    let lines: Vec<&Value> = answers
+        .iter()
+        .map(|resp| {
+            let id = resp.header("X-Cloudbase-Request-Id").unwrap();
+            let mut it = logged.iter().filter(|l| l["request_id"] == id);
+            let line = it
+                .next()
+                .unwrap_or_else(|| panic!("no line for {id}: {logged:?}"));
+            assert!(it.next().is_none(), "two lines for {id}");
+            line
+        })
+        .collect();
 
     for (((req, status), resp), line) in sent.iter().zip(&answers).zip(&lines) {
-        let id = resp.header("X-Cloudbase-Request-Id").unwrap();
-        assert_eq!(line["request_id"], id, "lines are in request order: {line}");
         assert_eq!(line["status"], *status);
         assert_eq!(line["method"], req.method());
         assert_eq!(line["client_ip"], "127.0.0.1");
@@ -130,7 +142,7 @@ fn each_request_is_one_json_line_that_matches_it() {
             "no openid unless asked: {line}"
         );
     }
-    let (get, post, nope, down, sdk) = (&lines[0], &lines[1], &lines[2], &lines[3], &lines[4]);
+    let (get, post, nope, down, sdk) = (lines[0], lines[1], lines[2], lines[3], lines[4]);
     // The client's path, without the query string.
     assert_eq!(get["path"], "/api/x");
     assert_eq!(get["host"], HOST);
@@ -284,6 +296,26 @@ fn a_read_only_location_is_a_config_error() {
         "{err}"
     );
     assert!(err.contains(&path.display().to_string()), "{err}");
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let (code, _out, err) = check(
+        "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: routing\n  - name: access_log\n    paht: x.log\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("anygate.yaml:6:5: unknown field `paht`"),
+        "{err}"
+    );
+    let (code, _out, err) = check(
+        "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: routing\n  - name: access_log\n    path: \"@DIR@\"\n",
+    );
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("anygate.yaml:6:11: plugin `access_log`:") && err.contains("is a directory"),
+        "{err}"
+    );
 }
 
 #[test]

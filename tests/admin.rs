@@ -12,7 +12,7 @@ const WAIT: Duration = Duration::from_secs(10);
 
 fn yaml(up: &Upstream, listen: &str) -> String {
     format!(
-        "env: test-env\nlisten: {listen}\nserver: {{ threads: 1, grace_period: 2s, graceful_shutdown_timeout: 1s }}\ninstances:\n  - {{ id: lhins-a, address: \"{}\" }}\nroutes:\n  - {{ domain: default, path: /api, instance: lhins-a }}\n",
+        "env: test-env\nlisten: {listen}\nserver: {{ threads: 1, grace_period: 5s, graceful_shutdown_timeout: 1s }}\ninstances:\n  - {{ id: lhins-a, address: \"{}\" }}\nroutes:\n  - {{ domain: default, path: /api, instance: lhins-a }}\n",
         up.addr()
     )
 }

@@ -44,7 +44,7 @@ impl Config {
         let (sink, name) =
             Sink::open(&self.path, cx.config_dir).map_err(|m| PluginError::new("path", m))?;
         Ok(AccessLog {
-            writer: LogWriter::new(sink, name, cx.telemetry.clone()),
+            writer: LogWriter::new(Box::new(sink), name, cx.telemetry.clone()),
             include_openid: self.include_openid,
         })
     }

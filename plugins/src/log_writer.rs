@@ -74,17 +74,20 @@ impl Write for Sink {
     }
 }
 
+/// Where the writer thread writes.
+pub type Output = Box<dyn Write + Send>;
+
 /// One log's queue. The writer thread starts with the first line, so it is born after
 /// Pingora daemonizes (a thread does not survive `fork`), and `anygate check` starts none.
 pub struct LogWriter {
     name: String,
-    sink: Mutex<Option<Sink>>,
+    sink: Mutex<Option<Output>>,
     tx: OnceLock<Option<SyncSender<Vec<u8>>>>,
     telemetry: Arc<Telemetry>,
 }
 
 impl LogWriter {
-    pub fn new(sink: Sink, name: String, telemetry: Arc<Telemetry>) -> LogWriter {
+    pub fn new(sink: Output, name: String, telemetry: Arc<Telemetry>) -> LogWriter {
         LogWriter {
             name,
             sink: Mutex::new(Some(sink)),
@@ -128,7 +131,7 @@ impl LogWriter {
 
 /// The writer thread's state.
 struct Batch {
-    sink: Sink,
+    sink: Output,
     name: String,
     telemetry: Arc<Telemetry>,
     buf: Vec<u8>,
@@ -140,7 +143,7 @@ struct Batch {
 }
 
 impl Batch {
-    fn new(sink: Sink, name: String, telemetry: Arc<Telemetry>) -> Batch {
+    fn new(sink: Output, name: String, telemetry: Arc<Telemetry>) -> Batch {
         Batch {
             sink,
             name,
@@ -268,7 +271,7 @@ mod tests {
     fn a_failing_file_counts_every_line_it_lost() {
         let t = Arc::new(Telemetry::new().unwrap());
         let (sink, name) = Sink::open("/dev/full", Path::new("/")).unwrap();
-        let mut b = Batch::new(sink, name, t.clone());
+        let mut b = Batch::new(Box::new(sink), name, t.clone());
         for _ in 0..3 {
             b.buf.extend_from_slice(b"{}\n");
             b.lines += 1;
@@ -280,6 +283,80 @@ mod tests {
             .with_label_values(&["write_error"])
             .get();
         assert_eq!(dropped, 3);
+    }
+
+    /// Whether the gate is open, and what got through.
+    type GateState = Mutex<(bool, Vec<u8>)>;
+
+    /// Blocks every write until the test opens it (at most 20 s), then keeps the bytes.
+    #[derive(Clone, Default)]
+    struct Gate {
+        state: Arc<(GateState, std::sync::Condvar)>,
+    }
+
+    impl Gate {
+        fn open(&self) {
+            self.state.0.lock().unwrap().0 = true;
+            self.state.1.notify_all();
+        }
+        fn lines(&self) -> usize {
+            self.state
+                .0
+                .lock()
+                .unwrap()
+                .1
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count()
+        }
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            let (lock, cv) = &*self.state;
+            let g = lock.lock().unwrap();
+            let (mut g, _) = cv
+                .wait_timeout_while(g, Duration::from_secs(20), |s| !s.0)
+                .unwrap();
+            g.1.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_stuck_writer_never_blocks_and_every_line_is_written_or_counted() {
+        let t = Arc::new(Telemetry::new().unwrap());
+        let gate = Gate::default();
+        let w = LogWriter::new(Box::new(gate.clone()), "gate".into(), t.clone());
+        let line = br#"{"a line":"of about fifty bytes, give or take"}"#.to_vec();
+        const SENT: usize = 20_000;
+        for _ in 0..SENT {
+            w.write([line.as_slice(), b"\n"].concat());
+        }
+        // The writer holds at most one batch (64 KB) and the queue: the rest was dropped.
+        let full = |t: &Telemetry| {
+            t.access_log_dropped
+                .with_label_values(&["queue_full"])
+                .get()
+        };
+        let held = QUEUE_LINES + FLUSH_BYTES / line.len() + 2;
+        assert!(full(&t) as usize >= SENT - held, "dropped {}", full(&t));
+        gate.open();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while gate.lines() + (full(&t) as usize) < SENT {
+            assert!(Instant::now() < deadline, "{} written", gate.lines());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(gate.lines() + full(&t) as usize, SENT);
+        assert_eq!(
+            t.access_log_dropped
+                .with_label_values(&["write_error"])
+                .get(),
+            0
+        );
     }
 
     #[test]
