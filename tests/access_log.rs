@@ -249,7 +249,7 @@ fn a_closed_stdout_drops_lines_but_not_requests() {
         .replace("@HTTP@", &http.to_string())
         .replace("@ADMIN@", &admin.to_string());
     std::fs::write(&config, text).unwrap();
-    let mut child = Command::new(anygate_bin())
+    let child = Command::new(anygate_bin())
         .arg("run")
         .arg("-c")
         .arg(&config)
@@ -259,18 +259,15 @@ fn a_closed_stdout_drops_lines_but_not_requests() {
         .stderr(File::create(dir.path().join("stderr.log")).unwrap())
         .spawn()
         .unwrap();
+    let mut child = Killed(child);
     // Nobody reads stdout any more: every write gets EPIPE.
-    drop(child.stdout.take());
+    drop(child.0.stdout.take());
     let started =
         common::gateway::wait_listening(http, WAIT) && common::gateway::wait_listening(admin, WAIT);
     let stderr = || read(&dir.path().join("stderr.log"));
-    if !started {
-        let _ = child.kill();
-        panic!("gateway did not start:\n{}", stderr());
-    }
+    assert!(started, "gateway did not start:\n{}", stderr());
     serve_while_dropping(http, admin, 10);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     assert!(
         stderr().contains("access log stdout: cannot write"),
         "{}",
@@ -341,6 +338,16 @@ fn a_log_file_turned_read_only_drops_lines_but_not_requests() {
         resp.header("X-Cloudbase-Request-Id").unwrap()
     );
     assert!(gw.wait_output("writing again", WAIT));
+}
+
+/// A child process killed and reaped on drop, even when the test fails.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// `chattr +i` on a path, undone on drop (else the temp dir cannot be removed).
