@@ -7,7 +7,7 @@ use common::prom::scrape_until;
 use common::*;
 use serde_json::Value;
 use std::fs::File;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::thread;
@@ -240,38 +240,13 @@ fn a_full_disk_drops_lines_but_not_requests() {
 #[test]
 fn a_closed_stdout_drops_lines_but_not_requests() {
     let up = Upstream::start(Behavior::Echo);
-    let dir = tempfile::tempdir().unwrap();
-    let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
-    let http = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ports[0]);
-    let admin = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), ports[1]);
-    let config = dir.path().join("anygate.yaml");
-    let text = yaml(&up, "path: stdout")
-        .replace("@HTTP@", &http.to_string())
-        .replace("@ADMIN@", &admin.to_string());
-    std::fs::write(&config, text).unwrap();
-    let child = Command::new(anygate_bin())
-        .arg("run")
-        .arg("-c")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(File::create(dir.path().join("stderr.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    // Nobody reads stdout any more: every write gets EPIPE.
-    drop(child.0.stdout.take());
-    let started =
-        common::gateway::wait_listening(http, WAIT) && common::gateway::wait_listening(admin, WAIT);
-    let stderr = || read(&dir.path().join("stderr.log"));
-    assert!(started, "gateway did not start:\n{}", stderr());
-    serve_while_dropping(http, admin, 10);
-    drop(child);
+    // Nobody reads stdout: every write gets EPIPE.
+    let gw = Gateway::start_with_closed_stdout(&yaml(&up, "path: stdout"));
+    serve_while_dropping(gw.http, gw.admin, 10);
     assert!(
-        stderr().contains("access log stdout: cannot write"),
+        gw.wait_output("access log stdout: cannot write", WAIT),
         "{}",
-        stderr()
+        gw.stderr()
     );
 }
 
@@ -338,16 +313,6 @@ fn a_log_file_turned_read_only_drops_lines_but_not_requests() {
         resp.header("X-Cloudbase-Request-Id").unwrap()
     );
     assert!(gw.wait_output("writing again", WAIT));
-}
-
-/// A child process killed and reaped on drop, even when the test fails.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// `chattr +i` on a path, undone on drop (else the temp dir cannot be removed).

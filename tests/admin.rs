@@ -144,3 +144,25 @@ fn a_non_loopback_admin_address_is_warned_about() {
     assert!(wait_listening(local, WAIT));
     assert_eq!(get(local, "localhost", "/healthz").status, 200);
 }
+
+#[test]
+fn the_harness_knows_whose_listener_a_port_is() {
+    // What lets `Gateway::start` notice that a picked port was taken by someone else.
+    let me = std::process::id();
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = held.local_addr().unwrap();
+    assert_eq!(common::owner::owns_listener(me, addr), Some(true));
+    let port = free_port(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let other = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+    let mut echo = Process::spawn(&["echo", "--listen", &other.to_string()]);
+    echo.wait_listening(other);
+    assert_eq!(common::owner::owns_listener(me, other), Some(false));
+    drop(held);
+    assert_eq!(common::owner::owns_listener(me, addr), Some(false));
+    // A dual-stack listener counts for IPv4 connections too.
+    if let Ok(v6) = std::net::TcpListener::bind("[::]:0") {
+        let port = v6.local_addr().unwrap().port();
+        let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
+        assert_eq!(common::owner::owns_listener(me, v4), Some(true));
+    }
+}

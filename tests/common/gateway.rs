@@ -152,6 +152,16 @@ impl Gateway {
     /// Retries with new ports (up to 5 attempts) if the process exits
     /// complaining about an address "in use"; otherwise panics with its output.
     pub fn start_with(yaml_template: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::launch(yaml_template, env, false)
+    }
+
+    /// Like [`Gateway::start`], with stdout a pipe whose reading end is closed at once:
+    /// every write to stdout fails (EPIPE). [`Gateway::stdout`] stays empty.
+    pub fn start_with_closed_stdout(yaml_template: &str) -> Gateway {
+        Gateway::launch(yaml_template, &[], true)
+    }
+
+    fn launch(yaml_template: &str, env: &[(&str, &str)], closed_stdout: bool) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("anygate-test-")
             .tempdir()
@@ -180,9 +190,13 @@ impl Gateway {
             for (k, v) in env {
                 cmd.env(k, v);
             }
+            if closed_stdout {
+                cmd.stdout(Stdio::piped());
+            }
             let mut child = cmd
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", bin.display()));
+            drop(child.stdout.take());
 
             let mut wait_for = vec![("http", http)];
             if yaml_template.contains("@ADMIN@") {
@@ -397,7 +411,17 @@ fn wait_started(
                 ))));
             }
             if TcpStream::connect_timeout(addr, Duration::from_millis(200)).is_ok() {
-                break;
+                // The port may have been taken by another process after it was picked:
+                // Pingora then retries its bind without exiting.
+                match super::owner::owns_listener(child.id(), *addr) {
+                    Some(false) => {
+                        let stderr = read_lossy(&dir.join("stderr.log"));
+                        if stderr.to_ascii_lowercase().contains("in use") {
+                            return Err(StartError::InUse(stderr));
+                        }
+                    }
+                    _ => break,
+                }
             }
             if Instant::now() >= deadline {
                 return Err(StartError::Fatal(report(format!(

@@ -51,4 +51,5 @@ pub fn assert_error(resp: &Response, status: u16, code: &str) {
 }
 pub mod process;
 pub use process::Process;
+pub mod owner;
 pub mod prom;
