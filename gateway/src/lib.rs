@@ -4,6 +4,7 @@ pub mod config;
 pub mod demo;
 pub mod echo;
 pub mod proxy;
+pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod snapshot;

@@ -1,6 +1,9 @@
 //! anygate: a CloudBase-style access gateway on Pingora.
 
+use anygate::reload::Reloader;
+use anygate::snapshot::Store;
 use anygate::{demo, server};
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -61,10 +64,13 @@ struct RunArgs {
     /// Check that the server can start, then exit
     #[arg(short, long)]
     test: bool,
+    /// Do not watch the config file: reload only on SIGHUP
+    #[arg(long)]
+    no_watch: bool,
 }
 
 fn run(args: RunArgs) -> ExitCode {
-    let snap = match server::load_snapshot(&args.conf, 1) {
+    let (snap, text) = match server::load_initial(&args.conf) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -76,11 +82,18 @@ fn run(args: RunArgs) -> ExitCode {
         upgrade: args.upgrade,
         test: args.test,
     };
-    server::build(snap, flags, None).run_forever()
+    let store = Arc::new(Store::new(snap));
+    let reloader = Arc::new(Reloader::new(
+        args.conf.clone(),
+        store.clone(),
+        &text,
+        !args.no_watch,
+    ));
+    server::build(store, flags, None, Some(reloader)).run_forever()
 }
 
 fn check(conf: PathBuf) -> ExitCode {
-    match server::load_snapshot(&conf, 1) {
+    match server::load_snapshot(&conf) {
         Ok(snap) => {
             println!(
                 "{}: ok (chain: {}; {} instances, {} routes)",

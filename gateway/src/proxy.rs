@@ -79,8 +79,11 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         let snap = self.store.load();
+        let mut ctx = Ctx::new(snap.generation);
+        ctx.routes = Some(snap.routes.clone());
+        ctx.limits = snap.limits;
         RequestCtx {
-            ctx: Ctx::new(snap.generation),
+            ctx,
             snap,
             pending: None,
         }

@@ -4,11 +4,13 @@
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
 use crate::proxy::Gateway;
+use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
 use log::info;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
@@ -21,10 +23,27 @@ pub struct Flags {
     pub test: bool,
 }
 
-/// Reads, checks and compiles a config file into generation `generation`.
-pub fn load_snapshot(path: &Path, generation: u64) -> Result<Snapshot, ConfigErrors> {
-    let file = config::load_file(path)?;
-    snapshot::compile(&file, generation, &snapshot::process_env)
+/// Reads, checks and compiles a config file (as generation 1).
+pub fn load_snapshot(path: &Path) -> Result<Snapshot, ConfigErrors> {
+    load_initial(path).map(|(snap, _)| snap)
+}
+
+/// Like [`load_snapshot`] for generation 1, also returning the bytes it was compiled from.
+pub fn load_initial(path: &Path) -> Result<(Snapshot, Vec<u8>), ConfigErrors> {
+    let unreadable = |message: String| {
+        ConfigErrors(vec![config::ConfigError {
+            file: path.display().to_string(),
+            mark: config::Mark { line: 1, col: 1 },
+            message,
+        }])
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| unreadable("the file is not UTF-8".into()))?;
+    let file = config::load_str(path, text)?;
+    let snap = snapshot::compile(&file, 1, &snapshot::process_env, None)?;
+    Ok((snap, bytes))
 }
 
 /// Reads, checks and compiles config text (the demo's embedded config).
@@ -34,7 +53,7 @@ pub fn snapshot_from_str(
     generation: u64,
 ) -> Result<Snapshot, ConfigErrors> {
     let file = config::load_str(name, text)?;
-    snapshot::compile(&file, generation, &snapshot::process_env)
+    snapshot::compile(&file, generation, &snapshot::process_env, None)
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
@@ -55,8 +74,15 @@ fn server_conf(s: &ServerSettings, flags: Flags) -> ServerConf {
     }
 }
 
-/// A Pingora server hosting the gateway for `first`; `extra` lets the demo add its echo.
-pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
+/// A Pingora server hosting the gateway on `store`'s snapshot; `echo` lets the demo add its
+/// echo upstream, `reloader` watches the config file.
+pub fn build(
+    store: Arc<Store>,
+    flags: Flags,
+    echo: Option<&str>,
+    reloader: Option<Arc<Reloader>>,
+) -> Server {
+    let first = store.load();
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -73,7 +99,6 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         first.routes.instances().count(),
         first.routes.routes().len(),
     );
-    let store = Arc::new(Store::new(first));
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
@@ -87,6 +112,10 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         info!("listening for HTTP on {addr}");
     }
     server.add_service(proxy);
+
+    if let Some(r) = reloader {
+        server.add_service(background_service("config reload", ReloadService::new(r)));
+    }
 
     if let Some(addr) = echo {
         let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));

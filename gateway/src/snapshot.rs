@@ -171,11 +171,13 @@ fn secret(e: &mut Errors, env: EnvLookup, var: &str, mark: Mark) -> Option<Heade
 }
 
 /// Checks everything the schema cannot (references, duplicates, addresses, secrets) and
-/// builds the snapshot. Every error is reported, sorted by position.
+/// builds the snapshot. Every error is reported, sorted by position. Plugins whose settings
+/// (and `env`) are the same as in `previous` are taken over from it, with their state.
 pub fn compile(
     file: &FileConfig,
     generation: u64,
     env: EnvLookup,
+    previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut e = Errors {
         file,
@@ -482,7 +484,16 @@ pub fn compile(
             limits,
             env_var: env,
         };
+        let reusable = |cfg: &PluginConfig| {
+            let prev = previous.filter(|p| p.env == env_id)?;
+            let i = prev.plugin_configs.iter().position(|c| c == cfg)?;
+            prev.chain.plugins().get(i).cloned()
+        };
         for (cfg, item) in plugin_configs.iter().zip(&plugin_items) {
+            if let Some(p) = reusable(cfg) {
+                chain.push(p);
+                continue;
+            }
             match cfg.build(&cx) {
                 Ok(p) => chain.push(p),
                 Err(err) => {
@@ -561,5 +572,49 @@ impl Store {
 
     pub fn record_failure(&self) {
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    fn build(text: &str, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
+        let file = load_str(Path::new("t.yaml"), text).unwrap();
+        compile(&file, generation, &|_| None, previous).unwrap()
+    }
+
+    const BASE: &str = "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: \"127.0.0.1:2\" }]\nroutes: [{ domain: \"*\", path: ROUTE, instance: a }]\nplugins:\n  - name: request_id\n  - name: routing\n  - name: forwarded_for\n    trusted_proxies: [TRUSTED]\n  - name: upstream_info\n";
+
+    fn text(route: &str, trusted: &str) -> String {
+        BASE.replace("ROUTE", route).replace("TRUSTED", trusted)
+    }
+
+    #[test]
+    fn unchanged_plugins_are_reused_and_changed_ones_rebuilt() {
+        let first = build(&text("/a", "10.0.0.0/8"), 1, None);
+        // New routes, same plugin settings: every plugin is the same object.
+        let second = build(&text("/b", "10.0.0.0/8"), 2, Some(&first));
+        for (a, b) in first.chain.plugins().iter().zip(second.chain.plugins()) {
+            assert!(Arc::ptr_eq(a, b), "{} was rebuilt", a.name());
+        }
+        assert_eq!(second.routes.routes()[0].path, "/b");
+        // forwarded_for's settings changed: it alone is rebuilt.
+        let third = build(&text("/b", "192.168.0.0/16"), 3, Some(&second));
+        for (a, b) in second.chain.plugins().iter().zip(third.chain.plugins()) {
+            assert_eq!(
+                Arc::ptr_eq(a, b),
+                a.name() != "forwarded_for",
+                "{}",
+                a.name()
+            );
+        }
+        // A different env rebuilds everything.
+        let other_env = text("/b", "192.168.0.0/16").replace("env: e", "env: f");
+        let fourth = build(&other_env, 4, Some(&third));
+        for (a, b) in third.chain.plugins().iter().zip(fourth.chain.plugins()) {
+            assert!(!Arc::ptr_eq(a, b), "{}", a.name());
+        }
     }
 }

@@ -39,6 +39,10 @@ impl Default for Limits {
 }
 
 /// What plugins may use when they are built: the rest of the config, compiled.
+///
+/// A plugin whose settings and `env` are unchanged is reused across reloads (keeping its
+/// state, e.g. rate-limit counters), so a plugin must not keep anything it reads from `routes`
+/// or `limits`: per request they are in `Ctx::routes` / `Ctx::limits`.
 pub struct BuildCtx<'a> {
     /// `env`, the CloudBase environment id.
     pub env: &'a str,

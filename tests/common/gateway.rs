@@ -152,6 +152,11 @@ impl Gateway {
     /// Retries with new ports (up to 5 attempts) if the process exits
     /// complaining about an address "in use"; otherwise panics with its output.
     pub fn start_with(yaml_template: &str, env: &[(&str, &str)]) -> Gateway {
+        Gateway::start_full(yaml_template, env, &[])
+    }
+
+    /// Like [`Gateway::start_with`], with extra arguments after `run -c FILE`.
+    pub fn start_full(yaml_template: &str, env: &[(&str, &str)], args: &[&str]) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("anygate-test-")
             .tempdir()
@@ -170,6 +175,7 @@ impl Gateway {
             cmd.arg("run")
                 .arg("-c")
                 .arg(&config)
+                .args(args)
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(out)

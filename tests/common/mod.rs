@@ -51,3 +51,5 @@ pub fn assert_error(resp: &Response, status: u16, code: &str) {
 }
 pub mod process;
 pub use process::Process;
+pub mod load;
+pub use load::{Load, LoadReport};
