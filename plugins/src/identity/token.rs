@@ -151,13 +151,15 @@ pub fn valid_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= MAX_ID_LEN && s.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// The `Bearer` credentials of an `Authorization` value, or `None` for another scheme.
+/// The `Bearer` credentials of an `Authorization` value (empty when only the scheme is
+/// there), or `None` for another scheme.
 pub fn bearer(value: &[u8]) -> Option<&[u8]> {
-    let scheme = value.get(..7)?;
-    if !scheme.eq_ignore_ascii_case(b"bearer ") {
+    let v = value.trim_ascii();
+    let (scheme, rest) = v.split_at_checked(6)?;
+    if !scheme.eq_ignore_ascii_case(b"bearer") || rest.first().is_some_and(|b| *b != b' ') {
         return None;
     }
-    Some(value[7..].trim_ascii())
+    Some(rest.trim_ascii())
 }
 
 #[cfg(test)]
@@ -290,7 +292,8 @@ mod tests {
         assert_eq!(bearer(b"bearer   abc "), Some(&b"abc"[..]));
         assert_eq!(bearer(b"BEARER abc"), Some(&b"abc"[..]));
         assert_eq!(bearer(b"Basic dXNlcjpwYXNz"), None);
-        assert_eq!(bearer(b"Bearer"), None);
+        assert_eq!(bearer(b"Bearer"), Some(&b""[..]));
+        assert_eq!(bearer(b"Bear"), None);
         assert_eq!(bearer(b"Bearerabc"), None);
     }
 }
