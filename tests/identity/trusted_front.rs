@@ -57,6 +57,18 @@ fn the_fronts_identity_headers_are_kept() {
     ] {
         assert_eq!(seen.header_all(k), [v], "{k}");
     }
+    // `_` forms are a client's passed along by the front: stripped even from it.
+    let req = as_cloudbase(Req::get("/api/me").host(HOST))
+        .header("X_WX_OPENID", "spoof-underscore")
+        .header("x-wx_openid", "spoof-mixed");
+    assert_eq!(from(FRONT, &gw, &req).status, 200);
+    let seen = up.last();
+    assert_eq!(seen.header_all("X-WX-OPENID"), ["o-from-cloudbase"]);
+    assert!(
+        !seen.headers.iter().any(|(_, v)| v.contains("spoof")),
+        "{:?}",
+        seen.headers
+    );
     // Without an X-WX-ENV of its own, the front's request gets the configured one.
     let resp = from(
         FRONT,
