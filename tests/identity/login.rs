@@ -202,6 +202,14 @@ fn wechat_unreachable_slow_or_not_http_is_502() {
         502,
         "REQUEST_SERVICE_FAILED",
     );
+    // https:// to something that does not speak TLS: the handshake fails.
+    let plain = Upstream::start(Behavior::Answer(fake_wechat));
+    let up = Upstream::start(Behavior::Echo);
+    let template =
+        SESSION_TEMPLATE.replace("http://@WECHAT@", &format!("https://{}", plain.addr()));
+    let gw = start_gateway(&template, &up, &session_env(KEY1));
+    assert_error(&login(&gw, OWNER, "good-a"), 502, "REQUEST_SERVICE_FAILED");
+    assert_eq!(plain.count(), 0, "no plain-text request was sent");
 }
 
 #[test]
