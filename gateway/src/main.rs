@@ -2,7 +2,7 @@
 
 use anygate::reload::Reloader;
 use anygate::snapshot::Store;
-use anygate::{demo, server};
+use anygate::{demo, server, token};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -38,6 +38,22 @@ enum Command {
         listen: String,
         #[arg(long, default_value_t = 1)]
         threads: usize,
+    },
+    /// Print a session token for a user, signed with the config's key (to test backends
+    /// without WeChat)
+    Token {
+        #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// The app (default: the owner app)
+        #[arg(long)]
+        appid: Option<String>,
+        #[arg(long)]
+        openid: String,
+        #[arg(long)]
+        unionid: Option<String>,
+        /// How long the token is valid, e.g. 30m, 2h (default: the config's token_ttl)
+        #[arg(long)]
+        ttl: Option<String>,
     },
     /// Run the gateway and an echo upstream from an embedded config, and print curl lines
     Demo {
@@ -111,6 +127,20 @@ fn check(conf: PathBuf) -> ExitCode {
     }
 }
 
+fn mint_token(conf: PathBuf, req: token::Request) -> ExitCode {
+    match token::mint(&conf, &req, &|k| std::env::var(k).ok()) {
+        Ok((token, ttl)) => {
+            eprintln!("token valid for {}s", ttl.as_secs());
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -119,6 +149,21 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Check { conf }) => check(conf),
         Some(Command::Echo { listen, threads }) => server::run_echo(&listen, threads),
+        Some(Command::Token {
+            conf,
+            appid,
+            openid,
+            unionid,
+            ttl,
+        }) => mint_token(
+            conf,
+            token::Request {
+                appid: appid.as_deref(),
+                openid: &openid,
+                unionid: unionid.as_deref(),
+                ttl: ttl.as_deref(),
+            },
+        ),
         Some(Command::Demo { listen, echo }) => ExitCode::from(demo::run(&listen, &echo) as u8),
     }
 }

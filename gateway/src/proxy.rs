@@ -3,7 +3,7 @@
 
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
-use anygate_plugins::headers::{is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
+use anygate_plugins::headers::{has_underscore, is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
@@ -37,12 +37,16 @@ pub struct RequestCtx {
 }
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
-/// front.
+/// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
+/// passed along, which a CGI-style backend would read as the real one).
 fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|n| is_owned(n.as_str()) && !(keep_wx && is_wx(n.as_str())))
+        .filter(|n| {
+            let n = n.as_str();
+            is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
+        })
         .cloned()
         .collect();
     for name in &doomed {

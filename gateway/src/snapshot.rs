@@ -4,7 +4,7 @@
 
 use crate::config::{ConfigError, ConfigErrors, FileConfig, Item, Mark};
 use anygate_plugins::routes::{
-    normalize_trigger, DomainKey, Instance, RouteSpec, RouteTable, Timeouts,
+    normalize_trigger, Auth, DomainKey, Instance, RouteSpec, RouteTable, Timeouts,
 };
 use anygate_plugins::{edge_chain, BuildCtx, Chain, Limits, PluginConfig};
 use arc_swap::ArcSwap;
@@ -476,6 +476,28 @@ pub fn compile(
     {
         e.at(plugins_mark, "the `plugins` chain needs `routing`");
     }
+    // `routing` enforces `auth: required` with the identity `identity` finds.
+    let position = |f: fn(&PluginConfig) -> bool| plugin_configs.iter().position(f);
+    let identity_at = position(|p| matches!(p, PluginConfig::Identity(_)));
+    let routing_at = position(|p| matches!(p, PluginConfig::Routing(_)));
+    if let (Some(i), Some(r)) = (identity_at, routing_at) {
+        if i > r {
+            let mark = plugin_items[i].map_or(doc, |it| it.at);
+            e.at(mark, "`identity` must come before `routing` in the chain (routing refuses `auth: required` requests by the identity it finds)");
+        }
+    }
+    let verifies = plugin_configs.iter().any(|p| {
+        matches!(p, PluginConfig::Identity(c) if c.mode != anygate_plugins::identity::Mode::None)
+    });
+    if !verifies && !file.incomplete.plugins {
+        for r in file
+            .routes
+            .iter()
+            .filter(|r| r.value.auth == Auth::Required)
+        {
+            e.at(r.mark_of("auth"), "`auth: required` needs the `identity` plugin in `session` or `trusted_front` mode: nothing else verifies a caller");
+        }
+    }
     let mut chain = Vec::new();
     if let (Some(routes), true) = (&routes, e.list.is_empty()) {
         let cx = BuildCtx {
@@ -497,7 +519,7 @@ pub fn compile(
             match cfg.build(&cx) {
                 Ok(p) => chain.push(p),
                 Err(err) => {
-                    let mark = item.map_or(doc, |i| err.field.map_or(i.at, |f| i.mark_of(f)));
+                    let mark = item.map_or(doc, |i| err.key().map_or(i.at, |f| i.mark_of(f)));
                     e.at(mark, format!("plugin `{}`: {}", cfg.name(), err.message));
                 }
             }

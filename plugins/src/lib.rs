@@ -9,8 +9,10 @@ pub mod headers;
 pub mod net;
 pub mod plugin;
 pub mod routes;
+pub mod units;
 
 pub mod forwarded_for;
+pub mod identity;
 pub mod request_id;
 pub mod routing;
 pub mod upstream_info;
@@ -58,6 +60,8 @@ pub struct BuildCtx<'a> {
 pub struct PluginError {
     pub field: Option<&'static str>,
     pub message: String,
+    /// A dotted path to a nested key (`session.apps.1.secret_env`); wins over `field`.
+    pub path: Option<String>,
 }
 
 impl PluginError {
@@ -65,7 +69,22 @@ impl PluginError {
         PluginError {
             field: Some(field),
             message: message.into(),
+            path: None,
         }
+    }
+
+    /// An error at a nested key, e.g. `session.apps.1.secret_env` (list items by index).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> PluginError {
+        PluginError {
+            field: None,
+            message: message.into(),
+            path: Some(path.into()),
+        }
+    }
+
+    /// The key the error points at, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.path.as_deref().or(self.field)
     }
 }
 
@@ -113,12 +132,15 @@ plugins! {
     "routing" => Routing(routing),
     "forwarded_for" => ForwardedFor(forwarded_for),
     "upstream_info" => UpstreamInfo(upstream_info),
+    "identity" => Identity(identity),
 }
 
 /// The chain used when the file has no `plugins:` list (SPEC §1 edge deployment).
 pub fn edge_chain() -> Vec<PluginConfig> {
     vec![
         PluginConfig::RequestId(Default::default()),
+        // `none` mode: owned headers stripped, `X-WX-ENV` set.
+        PluginConfig::Identity(Default::default()),
         PluginConfig::Routing(Default::default()),
         PluginConfig::ForwardedFor(Default::default()),
         PluginConfig::UpstreamInfo(Default::default()),

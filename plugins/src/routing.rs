@@ -3,7 +3,7 @@
 
 use crate::ctx::{Ctx, Entry};
 use crate::error::ErrorCode;
-use crate::headers::{X_ANYSERVICE_NAME, X_VM_SERVICE};
+use crate::headers::{wire, X_ANYSERVICE_NAME, X_VM_SERVICE};
 use crate::plugin::{Flow, Phases, Plugin, Reply};
 use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
 use crate::{BuildCtx, PluginError};
@@ -183,6 +183,11 @@ impl Plugin for Routing {
             if up.set_raw_path(target).is_err() {
                 return Flow::error(ErrorCode::InvalidRequest);
             }
+        }
+        // Proves to the instance that the request came through the gateway (the client's own
+        // copy was stripped with the other owned headers).
+        if let Some(secret) = ctx.instance.as_ref().and_then(|i| i.origin_secret.clone()) {
+            let _ = up.insert_header(wire::X_ANYSERVICE_AUTHORIZATION, secret);
         }
         Flow::Continue
     }

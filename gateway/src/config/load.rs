@@ -138,7 +138,7 @@ impl Loader {
                 Some(Ok(value)) => out.push(Item {
                     value,
                     at,
-                    keys: key_marks(el),
+                    keys: nested_key_marks(el),
                 }),
             }
         }
@@ -157,6 +157,40 @@ fn key_marks(node: &Node) -> Vec<(String, Mark)> {
         .into_iter()
         .map(|(k, v)| (k.as_str().to_string(), Mark::of(v)))
         .collect()
+}
+
+/// Like [`key_marks`], and every nested key too, as dotted paths with list indexes
+/// (`session.apps.1.secret_env`), so plugins can point at nested settings.
+fn nested_key_marks(node: &Node) -> Vec<(String, Mark)> {
+    fn walk(node: &Node, prefix: &str, depth: usize, out: &mut Vec<(String, Mark)>) {
+        // Plugin settings are shallow; the bound keeps a hostile file cheap.
+        if depth > 8 {
+            return;
+        }
+        let mut push = |key: String, child: &Node| {
+            out.push((key.clone(), Mark::of(child)));
+            walk(child, &key, depth + 1, out);
+        };
+        let join = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        if let Some(list) = yaml::items(node) {
+            for (i, child) in list.iter().enumerate() {
+                push(join(&i.to_string()), child);
+            }
+        } else {
+            for (k, child) in yaml::entries(node) {
+                push(join(k.as_str()), child);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(node, "", 0, &mut out);
+    out
 }
 
 fn default_item<T: Default>(at: Mark) -> Item<T> {

@@ -58,12 +58,20 @@ pub struct Item<T> {
 }
 
 impl<T> Item<T> {
-    /// Where `key`'s value is written, or the item itself when the key is absent.
+    /// Where `key`'s value is written, or the item itself when the key is absent. A dotted
+    /// path (`session.apps.1.secret_env`, for items read with nested keys) falls back to its
+    /// closest written parent.
     pub fn mark_of(&self, key: &str) -> Mark {
-        self.keys
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(self.at, |(_, m)| *m)
+        let mut key = key;
+        loop {
+            if let Some((_, m)) = self.keys.iter().find(|(k, _)| k == key) {
+                return *m;
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent,
+                None => return self.at,
+            }
+        }
     }
 }
 
