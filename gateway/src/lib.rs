@@ -7,3 +7,4 @@ pub mod proxy;
 pub mod reply;
 pub mod server;
 pub mod snapshot;
+pub mod tls;

@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub plugin_configs: Vec<PluginConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Certificates by SNI and the `force_https` redirect.
+    pub tls: crate::tls::Tls,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -141,7 +143,6 @@ pub fn parse_instance_address(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-#[allow(dead_code)] // used by the TLS listener
 pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -213,12 +214,6 @@ pub fn compile(
     if l.value.http.is_none() && l.value.https.is_none() {
         e.at(l.at, "`listen` needs an `http` (or `https`) address");
     }
-    if l.value.https.is_some() {
-        e.at(
-            l.mark_of("https"),
-            "`listen.https` is not supported by this build yet",
-        );
-    }
 
     let s = &file.server.value;
     let threads = s
@@ -277,7 +272,7 @@ pub fn compile(
             );
             continue;
         }
-        if !valid_hostname(&name) {
+        if !valid_hostname(name.strip_prefix("*.").unwrap_or(&name)) {
             e.at(
                 d.mark_of("name"),
                 format!("`{}` is not a domain name", d.value.name),
@@ -296,6 +291,8 @@ pub fn compile(
         }
         domains.insert(name, d.at);
     }
+
+    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
 
     // Limits and timeouts.
     let lv = &file.limits.value;
@@ -476,13 +473,17 @@ pub fn compile(
     }
     let mut chain = Vec::new();
     if let (Some(routes), true) = (&routes, e.list.is_empty()) {
-        let cx = BuildCtx {
+        let names: Vec<&'static str> = plugin_configs.iter().map(|p| p.name()).collect();
+        let mut cx = BuildCtx {
             env: &env_id,
             routes,
             limits,
             env_var: env,
+            chain: &names,
+            position: 0,
         };
-        for (cfg, item) in plugin_configs.iter().zip(&plugin_items) {
+        for (position, (cfg, item)) in plugin_configs.iter().zip(&plugin_items).enumerate() {
+            cx.position = position;
             match cfg.build(&cx) {
                 Ok(p) => chain.push(p),
                 Err(err) => {
@@ -515,6 +516,7 @@ pub fn compile(
         plugin_configs,
         limits,
         timeouts,
+        tls,
     })
 }
 
