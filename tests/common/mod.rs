@@ -51,3 +51,4 @@ pub fn assert_error(resp: &Response, status: u16, code: &str) {
 }
 pub mod process;
 pub use process::Process;
+pub mod tls;
