@@ -4,8 +4,7 @@
 //!
 //! Backend: Pingora's OpenSSL build. Its `TlsAccept::certificate_callback` pauses each
 //! handshake after the ClientHello, so the certificate can be picked by SNI from whatever
-//! snapshot is current; rustls would need a `ResolvesServerCert` behind Pingora's rustls
-//! listener, which in Pingora 0.9 takes fixed cert/key files only.
+//! snapshot is current (rustls would do it with a `ResolvesServerCert`; see the README).
 
 mod accept;
 mod certs;

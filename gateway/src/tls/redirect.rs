@@ -3,7 +3,7 @@
 
 use anygate_plugins::routes::{host_without_port, normalize_host};
 use anygate_plugins::Reply;
-use http::header::{CONTENT_LENGTH, HOST, LOCATION};
+use http::header::HOST;
 use http::{HeaderValue, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
 use std::collections::HashSet;
@@ -72,9 +72,9 @@ impl HttpsRedirect {
         location.extend_from_slice(target);
         let location = HeaderValue::from_bytes(&location).ok()?;
         let mut header = ResponseHeader::build(StatusCode::PERMANENT_REDIRECT, Some(2)).ok()?;
-        header.insert_header(LOCATION, location).ok()?;
+        header.insert_header("Location", location).ok()?;
         header
-            .insert_header(CONTENT_LENGTH, HeaderValue::from_static("0"))
+            .insert_header("Content-Length", HeaderValue::from_static("0"))
             .ok()?;
         Some(Reply::Response {
             header: Box::new(header),
@@ -95,7 +95,7 @@ mod tests {
         match r.reply(&req)? {
             Reply::Response { header, .. } => {
                 assert_eq!(header.status, 308);
-                Some(header.headers[LOCATION].to_str().unwrap().to_string())
+                Some(header.headers["location"].to_str().unwrap().to_string())
             }
             other => panic!("{other:?}"),
         }
