@@ -56,10 +56,10 @@ impl Config {
 
     pub fn build(&self, cx: &BuildCtx) -> Result<Cors, PluginError> {
         if cx.comes_after("routing") {
-            return Err(PluginError::new(
-                "allow_origins",
-                "put `cors` before `routing` in the chain: preflight requests carry no credentials and must be answered before `auth: required` is checked",
-            ));
+            return Err(PluginError {
+                field: None,
+                message: "put `cors` before `routing` in the chain: preflight requests carry no credentials and must be answered before `auth: required` is checked".into(),
+            });
         }
         let global = self.global();
         let global_policy = match &global.allow_origins {

@@ -68,10 +68,12 @@ impl Config {
             ));
         }
         if cx.comes_before("identity") {
-            return Err(PluginError::new(
-                "per_second",
-                "put `rate_limit` after `identity` in the chain, so that it counts per openid",
-            ));
+            return Err(PluginError {
+                field: None,
+                message:
+                    "put `rate_limit` after `identity` in the chain, so that it counts per openid"
+                        .into(),
+            });
         }
         let quota = Quota::per_second(per_second).allow_burst(burst);
         Ok(RateLimit {
@@ -163,10 +165,10 @@ impl<C: Clock + Clone> Limiter<C> {
             .map_err(|not_until| not_until.wait_time_from(self.clock.now()))
     }
 
-    /// Drops callers whose bucket is full again.
+    /// Drops callers whose bucket is full again. (No shrinking: the table's capacity is
+    /// already bounded by `max`, and shrinking every second would only churn.)
     pub fn sweep(&self) {
         self.inner.retain_recent();
-        self.inner.shrink_to_fit();
         if self.inner.len() >= self.max {
             warn!(
                 "rate_limit: {} callers tracked (max_clients); new callers pass unlimited until some go idle",
