@@ -8,4 +8,5 @@ pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod snapshot;
+pub mod tls;
 pub mod token;

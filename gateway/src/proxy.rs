@@ -104,6 +104,15 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
+        // `force_https` domains: answered on the plain listener before any plugin decides.
+        let redirect = match (&snap.tls.redirect, ctx.tls) {
+            (Some(r), false) => r.reply(session.req_header()),
+            _ => None,
+        };
+        if let Some(r) = redirect {
+            reply::write(session, ctx, &snap.chain, r).await?;
+            return Ok(true);
+        }
         match snap.chain.request(session, ctx).await {
             Flow::Continue => Ok(false),
             Flow::Reply(r) => {

@@ -104,12 +104,24 @@ pub fn build(
 
     let mut proxy = pingora_proxy::http_proxy_service_with_name(
         &server.configuration,
-        Gateway::new(store),
+        Gateway::new(store.clone()),
         "anygate",
     );
     if let Some(addr) = listeners.http {
         proxy.add_tcp(&addr.to_string());
         info!("listening for HTTP on {addr}");
+    }
+    if let Some(addr) = listeners.https {
+        match crate::tls::listener_settings(store) {
+            Ok(settings) => {
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+                info!("listening for HTTPS on {addr} (certificates by SNI, HTTP/2 by ALPN)");
+            }
+            Err(e) => {
+                log::error!("cannot set up the HTTPS listener on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
     }
     server.add_service(proxy);
 

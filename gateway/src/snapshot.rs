@@ -50,6 +50,8 @@ pub struct Snapshot {
     pub plugin_configs: Vec<PluginConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// Certificates by SNI and the `force_https` redirect.
+    pub tls: crate::tls::Tls,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -141,7 +143,6 @@ pub fn parse_instance_address(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-#[allow(dead_code)] // used by the TLS listener
 pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -215,12 +216,6 @@ pub fn compile(
     if l.value.http.is_none() && l.value.https.is_none() {
         e.at(l.at, "`listen` needs an `http` (or `https`) address");
     }
-    if l.value.https.is_some() {
-        e.at(
-            l.mark_of("https"),
-            "`listen.https` is not supported by this build yet",
-        );
-    }
 
     let s = &file.server.value;
     let threads = s
@@ -279,7 +274,7 @@ pub fn compile(
             );
             continue;
         }
-        if !valid_hostname(&name) {
+        if !valid_hostname(name.strip_prefix("*.").unwrap_or(&name)) {
             e.at(
                 d.mark_of("name"),
                 format!("`{}` is not a domain name", d.value.name),
@@ -298,6 +293,8 @@ pub fn compile(
         }
         domains.insert(name, d.at);
     }
+
+    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
 
     // Limits and timeouts.
     let lv = &file.limits.value;
@@ -500,22 +497,35 @@ pub fn compile(
     }
     let mut chain = Vec::new();
     if let (Some(routes), true) = (&routes, e.list.is_empty()) {
-        let cx = BuildCtx {
+        let names: Vec<&'static str> = plugin_configs.iter().map(|p| p.name()).collect();
+        let mut cx = BuildCtx {
             env: &env_id,
             routes,
             limits,
             env_var: env,
+            chain: &names,
+            position: 0,
         };
+        // A plugin is taken over when its settings, `env` and the chain's shape (which some
+        // plugins check at build: what must come before them) are what they were.
         let reusable = |cfg: &PluginConfig| {
-            let prev = previous.filter(|p| p.env == env_id)?;
+            let prev = previous.filter(|p| {
+                p.env == env_id
+                    && p.routes.default_host() == routes.default_host()
+                    && p.plugin_configs
+                        .iter()
+                        .map(|c| c.name())
+                        .eq(names.iter().copied())
+            })?;
             let i = prev.plugin_configs.iter().position(|c| c == cfg)?;
             prev.chain.plugins().get(i).cloned()
         };
-        for (cfg, item) in plugin_configs.iter().zip(&plugin_items) {
+        for (position, (cfg, item)) in plugin_configs.iter().zip(&plugin_items).enumerate() {
             if let Some(p) = reusable(cfg) {
                 chain.push(p);
                 continue;
             }
+            cx.position = position;
             match cfg.build(&cx) {
                 Ok(p) => chain.push(p),
                 Err(err) => {
@@ -548,6 +558,7 @@ pub fn compile(
         plugin_configs,
         limits,
         timeouts,
+        tls,
     })
 }
 

@@ -76,6 +76,8 @@ pub struct Ctx {
     pub request_body_bytes: u64,
     /// The body limit that applies to this request, once routed.
     pub body_limit: Option<u64>,
+    /// CORS response headers decided in the request phase (cors plugin), wire-case names.
+    pub cors_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl Ctx {
@@ -103,6 +105,7 @@ impl Ctx {
             status: 0,
             request_body_bytes: 0,
             body_limit: None,
+            cors_headers: Vec::new(),
         }
     }
 

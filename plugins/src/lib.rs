@@ -11,8 +11,11 @@ pub mod plugin;
 pub mod routes;
 pub mod units;
 
+pub mod cors;
+pub mod firewall;
 pub mod forwarded_for;
 pub mod identity;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routing;
 pub mod upstream_info;
@@ -52,6 +55,25 @@ pub struct BuildCtx<'a> {
     pub limits: Limits,
     /// Reads an environment variable (secrets are named in the file, never written in it).
     pub env_var: &'a dyn Fn(&str) -> Option<String>,
+    /// The names of the whole chain, in order, and where the plugin being built stands in it
+    /// (for plugins that need another one before or after them).
+    pub chain: &'a [&'static str],
+    pub position: usize,
+}
+
+impl BuildCtx<'_> {
+    /// Whether a plugin called `name` runs before this one.
+    pub fn comes_after(&self, name: &str) -> bool {
+        self.chain.iter().take(self.position).any(|n| *n == name)
+    }
+
+    /// Whether a plugin called `name` runs after this one.
+    pub fn comes_before(&self, name: &str) -> bool {
+        self.chain
+            .iter()
+            .skip(self.position + 1)
+            .any(|n| *n == name)
+    }
 }
 
 /// A plugin that cannot be built from its config. `field` names the offending key so the
@@ -68,6 +90,15 @@ impl PluginError {
     pub fn new(field: &'static str, message: impl Into<String>) -> PluginError {
         PluginError {
             field: Some(field),
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    /// An error about the plugin as a whole (reported at its `name`).
+    pub fn general(message: impl Into<String>) -> PluginError {
+        PluginError {
+            field: None,
             message: message.into(),
             path: None,
         }
@@ -133,6 +164,9 @@ plugins! {
     "forwarded_for" => ForwardedFor(forwarded_for),
     "upstream_info" => UpstreamInfo(upstream_info),
     "identity" => Identity(identity),
+    "firewall" => Firewall(firewall),
+    "rate_limit" => RateLimit(rate_limit),
+    "cors" => Cors(cors),
 }
 
 /// The chain used when the file has no `plugins:` list (SPEC §1 edge deployment).

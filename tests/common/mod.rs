@@ -56,3 +56,4 @@ pub mod process;
 pub use process::Process;
 pub mod load;
 pub use load::{Load, LoadReport};
+pub mod tls;

@@ -18,6 +18,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "timeouts",
     "plugins",
+    "tls",
 ];
 
 /// Reads and parses a config file.
@@ -152,11 +153,22 @@ fn is_null(node: &Node) -> bool {
     })
 }
 
+/// Where each key's value is written; keys of nested mappings as `outer.inner` (e.g.
+/// `tls.cert`), so that errors about a nested setting point at its line.
 fn key_marks(node: &Node) -> Vec<(String, Mark)> {
-    yaml::entries(node)
-        .into_iter()
-        .map(|(k, v)| (k.as_str().to_string(), Mark::of(v)))
-        .collect()
+    let mut out = Vec::new();
+    nested_marks(node, "", 0, &mut out);
+    out
+}
+
+fn nested_marks(node: &Node, prefix: &str, depth: usize, out: &mut Vec<(String, Mark)>) {
+    for (k, v) in yaml::entries(node) {
+        let key = format!("{prefix}{}", k.as_str());
+        out.push((key.clone(), Mark::of(v)));
+        if depth < 3 && v.as_mapping().is_some() {
+            nested_marks(v, &format!("{key}."), depth + 1, out);
+        }
+    }
 }
 
 /// Like [`key_marks`], and every nested key too, as dotted paths with list indexes
@@ -230,6 +242,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         limits: default_item(start),
         timeouts: default_item(start),
         plugins: None,
+        tls: default_item(start),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
     };
@@ -241,6 +254,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
             "server" => cfg.server = l.item(value).unwrap_or(cfg.server),
             "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
             "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
+            "tls" => cfg.tls = l.item(value).unwrap_or(cfg.tls),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

@@ -92,6 +92,8 @@ pub struct FileConfig {
     pub timeouts: Item<model::Timeouts>,
     /// `None` when the file has no `plugins:` (the edge chain).
     pub plugins: Option<Vec<Item<PluginConfig>>>,
+    /// HTTPS listener settings (default certificate, unknown SNI).
+    pub tls: Item<model::TlsListener>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,
