@@ -198,7 +198,7 @@ fn the_edge_chain_logs_to_stdout() {
         up.addr()
     ));
     assert!(gw.stderr().contains(
-        "chain [request_id, routing, forwarded_for, upstream_info, metrics, access_log]"
+        "chain [request_id, identity, routing, forwarded_for, upstream_info, metrics, access_log]"
     ));
     let resp = send(gw.http, &Req::get("/api/hello").host(HOST)).unwrap();
     let lines = wait_lines("stdout", 1, || gw.stdout());

@@ -9,13 +9,24 @@ fn conf_dir() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../conf"))
 }
 
+/// The variables the sample configs name.
+const SAMPLE_SECRETS: &[(&str, &str)] = &[
+    ("WX_SECRET_OWNER", "owner-app-secret"),
+    ("WX_SECRET_SHARED", "shared-app-secret"),
+    (
+        "ANYGATE_TOKEN_KEYS",
+        "0123456789abcdef0123456789abcdef,fedcba9876543210fedcba9876543210",
+    ),
+    ("LHINS_API01_SECRET", "origin-secret"),
+];
+
 #[test]
 fn every_sample_config_passes_check() {
     let mut checked = 0;
     for entry in std::fs::read_dir(conf_dir()).unwrap() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("prometheus.yml") {
-            let (code, out, err) = check_file(&path);
+            let (code, out, err) = check_file_with_env(&path, SAMPLE_SECRETS);
             assert_eq!(code, 0, "{}: {err}", path.display());
             assert!(out.contains(": ok"), "{out}");
             checked += 1;

@@ -199,7 +199,7 @@ fn client_cannot_send_headers_anygate_owns() {
     for name in seen.names() {
         let n = name.replace('_', "-");
         assert!(
-            !(n.starts_with("x-wx-")
+            !((n.starts_with("x-wx-") && name != "x-wx-env")
                 || n == "x-original-forwarded-for"
                 || n == "x-anyservice-authorization"),
             "{name} reached the upstream"
@@ -207,6 +207,8 @@ fn client_cannot_send_headers_anygate_owns() {
     }
     assert_ne!(seen.header("X-Cloudbase-Request-Id"), Some("spoofed5"));
     assert_eq!(seen.header("X-Keep-Me"), Some("yes"));
+    // The edge chain's identity (none mode) sets the environment, nothing else.
+    assert_eq!(seen.header_all("X-WX-ENV"), ["test-env"]);
 }
 
 #[test]

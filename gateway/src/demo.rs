@@ -63,7 +63,8 @@ pub fn run(listen: &str, echo: &str) -> i32 {
             return 1;
         }
     };
-    let srv = server::build(snap, Flags::default(), Some(echo));
+    let store = std::sync::Arc::new(crate::snapshot::Store::new(snap));
+    let srv = server::build(store, Flags::default(), Some(echo), None);
     println!("{}", curl_lines(listen));
     srv.run_forever()
 }

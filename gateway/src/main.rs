@@ -1,6 +1,9 @@
 //! anygate: a CloudBase-style access gateway on Pingora.
 
-use anygate::{demo, server};
+use anygate::reload::Reloader;
+use anygate::snapshot::Store;
+use anygate::{demo, server, token};
+use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
@@ -36,6 +39,22 @@ enum Command {
         #[arg(long, default_value_t = 1)]
         threads: usize,
     },
+    /// Print a session token for a user, signed with the config's key (to test backends
+    /// without WeChat)
+    Token {
+        #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// The app (default: the owner app)
+        #[arg(long)]
+        appid: Option<String>,
+        #[arg(long)]
+        openid: String,
+        #[arg(long)]
+        unionid: Option<String>,
+        /// How long the token is valid, e.g. 30m, 2h (default: the config's token_ttl)
+        #[arg(long)]
+        ttl: Option<String>,
+    },
     /// Run the gateway and an echo upstream from an embedded config, and print curl lines
     Demo {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
@@ -61,6 +80,9 @@ struct RunArgs {
     /// Check that the server can start, then exit
     #[arg(short, long)]
     test: bool,
+    /// Do not watch the config file: reload only on SIGHUP
+    #[arg(long)]
+    no_watch: bool,
 }
 
 fn run(args: RunArgs) -> ExitCode {
@@ -71,7 +93,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let snap = match server::load_snapshot(&args.conf, 1, &telemetry) {
+    let (snap, text) = match server::load_initial(&args.conf, &telemetry) {
         Ok(s) => s,
         Err(errors) => {
             eprintln!("{errors}");
@@ -83,7 +105,14 @@ fn run(args: RunArgs) -> ExitCode {
         upgrade: args.upgrade,
         test: args.test,
     };
-    server::build(snap, flags, None).run_forever()
+    let store = Arc::new(Store::new(snap));
+    let reloader = Arc::new(Reloader::new(
+        args.conf.clone(),
+        store.clone(),
+        &text,
+        !args.no_watch,
+    ));
+    server::build(store, flags, None, Some(reloader)).run_forever()
 }
 
 fn check(conf: PathBuf) -> ExitCode {
@@ -94,7 +123,7 @@ fn check(conf: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match server::load_snapshot(&conf, 1, &telemetry) {
+    match server::load_snapshot(&conf, &telemetry) {
         Ok(snap) => {
             println!(
                 "{}: ok (chain: {}; {} instances, {} routes)",
@@ -112,6 +141,20 @@ fn check(conf: PathBuf) -> ExitCode {
     }
 }
 
+fn mint_token(conf: PathBuf, req: token::Request) -> ExitCode {
+    match token::mint(&conf, &req, &|k| std::env::var(k).ok()) {
+        Ok((token, ttl)) => {
+            eprintln!("token valid for {}s", ttl.as_secs());
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(msg) => {
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();
@@ -120,6 +163,21 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args),
         Some(Command::Check { conf }) => check(conf),
         Some(Command::Echo { listen, threads }) => server::run_echo(&listen, threads),
+        Some(Command::Token {
+            conf,
+            appid,
+            openid,
+            unionid,
+            ttl,
+        }) => mint_token(
+            conf,
+            token::Request {
+                appid: appid.as_deref(),
+                openid: &openid,
+                unionid: unionid.as_deref(),
+                ttl: ttl.as_deref(),
+            },
+        ),
         Some(Command::Demo { listen, echo }) => ExitCode::from(demo::run(&listen, &echo) as u8),
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
-use anygate_plugins::headers::{is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
+use anygate_plugins::headers::{has_underscore, is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
@@ -56,12 +56,16 @@ impl Drop for InFlight {
 }
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
-/// front.
+/// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
+/// passed along, which a CGI-style backend would read as the real one).
 fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
     let doomed: Vec<HeaderName> = req
         .headers
         .keys()
-        .filter(|n| is_owned(n.as_str()) && !(keep_wx && is_wx(n.as_str())))
+        .filter(|n| {
+            let n = n.as_str();
+            is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
+        })
         .cloned()
         .collect();
     for name in &doomed {
@@ -98,8 +102,11 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         let snap = self.store.load();
+        let mut ctx = Ctx::new(snap.generation);
+        ctx.routes = Some(snap.routes.clone());
+        ctx.limits = snap.limits;
         RequestCtx {
-            ctx: Ctx::new(snap.generation),
+            ctx,
             _in_flight: InFlight::enter(&snap.telemetry.in_flight),
             snap,
             pending: None,
@@ -117,6 +124,15 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
+        // `force_https` domains: answered on the plain listener before any plugin decides.
+        let redirect = match (&snap.tls.redirect, ctx.tls) {
+            (Some(r), false) => r.reply(session.req_header()),
+            _ => None,
+        };
+        if let Some(r) = redirect {
+            reply::write(session, ctx, &snap.chain, r).await?;
+            return Ok(true);
+        }
         match snap.chain.request(session, ctx).await {
             Flow::Continue => Ok(false),
             Flow::Reply(r) => {

@@ -5,12 +5,14 @@ use crate::admin::Admin;
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
 use crate::proxy::Gateway;
+use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
 use anygate_plugins::telemetry::Telemetry;
 use log::{error, info, warn};
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
+use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
@@ -30,14 +32,30 @@ pub fn new_telemetry() -> Result<Arc<Telemetry>, String> {
         .map_err(|e| format!("cannot set up metrics: {e}"))
 }
 
-/// Reads, checks and compiles a config file into generation `generation`.
-pub fn load_snapshot(
+/// Reads, checks and compiles a config file (as generation 1).
+pub fn load_snapshot(path: &Path, telemetry: &Arc<Telemetry>) -> Result<Snapshot, ConfigErrors> {
+    load_initial(path, telemetry).map(|(snap, _)| snap)
+}
+
+/// Like [`load_snapshot`], also returning the bytes it was compiled from.
+pub fn load_initial(
     path: &Path,
-    generation: u64,
     telemetry: &Arc<Telemetry>,
-) -> Result<Snapshot, ConfigErrors> {
-    let file = config::load_file(path)?;
-    snapshot::compile(&file, generation, &snapshot::process_env, telemetry)
+) -> Result<(Snapshot, Vec<u8>), ConfigErrors> {
+    let unreadable = |message: String| {
+        ConfigErrors(vec![config::ConfigError {
+            file: path.display().to_string(),
+            mark: config::Mark { line: 1, col: 1 },
+            message,
+        }])
+    };
+    let bytes =
+        std::fs::read(path).map_err(|e| unreadable(format!("cannot read the file: {e}")))?;
+    let text =
+        std::str::from_utf8(&bytes).map_err(|_| unreadable("the file is not UTF-8".into()))?;
+    let file = config::load_str(path, text)?;
+    let snap = snapshot::compile(&file, 1, &snapshot::process_env, telemetry, None)?;
+    Ok((snap, bytes))
 }
 
 /// Reads, checks and compiles config text (the demo's embedded config).
@@ -48,7 +66,7 @@ pub fn snapshot_from_str(
     telemetry: &Arc<Telemetry>,
 ) -> Result<Snapshot, ConfigErrors> {
     let file = config::load_str(name, text)?;
-    snapshot::compile(&file, generation, &snapshot::process_env, telemetry)
+    snapshot::compile(&file, generation, &snapshot::process_env, telemetry, None)
 }
 
 fn secs_ceil(d: std::time::Duration) -> u64 {
@@ -69,8 +87,15 @@ fn server_conf(s: &ServerSettings, flags: Flags) -> ServerConf {
     }
 }
 
-/// A Pingora server hosting the gateway for `first`; `extra` lets the demo add its echo.
-pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
+/// A Pingora server hosting the gateway on `store`'s snapshot; `echo` lets the demo add its
+/// echo upstream, `reloader` watches the config file.
+pub fn build(
+    store: Arc<Store>,
+    flags: Flags,
+    echo: Option<&str>,
+    reloader: Option<Arc<Reloader>>,
+) -> Server {
+    let first = store.load();
     let opt = Opt {
         upgrade: flags.upgrade,
         daemon: flags.daemon,
@@ -88,7 +113,6 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         first.routes.routes().len(),
     );
     let telemetry = first.telemetry.clone();
-    let store = Arc::new(Store::new(first));
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
@@ -101,8 +125,24 @@ pub fn build(first: Snapshot, flags: Flags, echo: Option<&str>) -> Server {
         proxy.add_tcp(&addr.to_string());
         info!("listening for HTTP on {addr}");
     }
+    if let Some(addr) = listeners.https {
+        match crate::tls::listener_settings(store.clone()) {
+            Ok(settings) => {
+                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+                info!("listening for HTTPS on {addr} (certificates by SNI, HTTP/2 by ALPN)");
+            }
+            Err(e) => {
+                log::error!("cannot set up the HTTPS listener on {addr}: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
     server.add_service(proxy);
     add_admin(&mut server, listeners.admin, telemetry, store);
+
+    if let Some(r) = reloader {
+        server.add_service(background_service("config reload", ReloadService::new(r)));
+    }
 
     if let Some(addr) = echo {
         let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));

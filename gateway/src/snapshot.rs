@@ -4,7 +4,7 @@
 
 use crate::config::{ConfigError, ConfigErrors, FileConfig, Item, Mark};
 use anygate_plugins::routes::{
-    normalize_trigger, DomainKey, Instance, RouteSpec, RouteTable, Timeouts,
+    normalize_trigger, Auth, DomainKey, Instance, RouteSpec, RouteTable, Timeouts,
 };
 use anygate_plugins::telemetry::Telemetry;
 use anygate_plugins::{edge_chain, BuildCtx, Chain, Limits, PluginConfig};
@@ -53,6 +53,8 @@ pub struct Snapshot {
     pub timeouts: Timeouts,
     /// The process's metrics, the same for every generation.
     pub telemetry: Arc<Telemetry>,
+    /// Certificates by SNI and the `force_https` redirect.
+    pub tls: crate::tls::Tls,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -144,7 +146,6 @@ pub fn parse_instance_address(s: &str) -> Result<SocketAddr, String> {
     }
 }
 
-#[allow(dead_code)] // used by the TLS listener
 pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -174,12 +175,14 @@ fn secret(e: &mut Errors, env: EnvLookup, var: &str, mark: Mark) -> Option<Heade
 }
 
 /// Checks everything the schema cannot (references, duplicates, addresses, secrets) and
-/// builds the snapshot. Every error is reported, sorted by position.
+/// builds the snapshot. Every error is reported, sorted by position. Plugins whose settings
+/// (and `env`) are the same as in `previous` are taken over from it, with their state.
 pub fn compile(
     file: &FileConfig,
     generation: u64,
     env: EnvLookup,
     telemetry: &Arc<Telemetry>,
+    previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
     let mut e = Errors {
         file,
@@ -216,12 +219,6 @@ pub fn compile(
     };
     if l.value.http.is_none() && l.value.https.is_none() {
         e.at(l.at, "`listen` needs an `http` (or `https`) address");
-    }
-    if l.value.https.is_some() {
-        e.at(
-            l.mark_of("https"),
-            "`listen.https` is not supported by this build yet",
-        );
     }
 
     let s = &file.server.value;
@@ -281,7 +278,7 @@ pub fn compile(
             );
             continue;
         }
-        if !valid_hostname(&name) {
+        if !valid_hostname(name.strip_prefix("*.").unwrap_or(&name)) {
             e.at(
                 d.mark_of("name"),
                 format!("`{}` is not a domain name", d.value.name),
@@ -300,6 +297,8 @@ pub fn compile(
         }
         domains.insert(name, d.at);
     }
+
+    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
 
     // Limits and timeouts.
     let lv = &file.limits.value;
@@ -478,21 +477,65 @@ pub fn compile(
     {
         e.at(plugins_mark, "the `plugins` chain needs `routing`");
     }
+    // `routing` enforces `auth: required` with the identity `identity` finds.
+    let position = |f: fn(&PluginConfig) -> bool| plugin_configs.iter().position(f);
+    let identity_at = position(|p| matches!(p, PluginConfig::Identity(_)));
+    let routing_at = position(|p| matches!(p, PluginConfig::Routing(_)));
+    if let (Some(i), Some(r)) = (identity_at, routing_at) {
+        if i > r {
+            let mark = plugin_items[i].map_or(doc, |it| it.at);
+            e.at(mark, "`identity` must come before `routing` in the chain (routing refuses `auth: required` requests by the identity it finds)");
+        }
+    }
+    let verifies = plugin_configs.iter().any(|p| {
+        matches!(p, PluginConfig::Identity(c) if c.mode != anygate_plugins::identity::Mode::None)
+    });
+    if !verifies && !file.incomplete.plugins {
+        for r in file
+            .routes
+            .iter()
+            .filter(|r| r.value.auth == Auth::Required)
+        {
+            e.at(r.mark_of("auth"), "`auth: required` needs the `identity` plugin in `session` or `trusted_front` mode: nothing else verifies a caller");
+        }
+    }
     let mut chain = Vec::new();
     if let (Some(routes), true) = (&routes, e.list.is_empty()) {
-        let cx = BuildCtx {
+        let names: Vec<&'static str> = plugin_configs.iter().map(|p| p.name()).collect();
+        let mut cx = BuildCtx {
             env: &env_id,
             routes,
             limits,
             env_var: env,
             telemetry,
             config_dir: file.path.parent().unwrap_or(Path::new(".")),
+            chain: &names,
+            position: 0,
         };
-        for (cfg, item) in plugin_configs.iter().zip(&plugin_items) {
+        // A plugin is taken over when its settings, `env` and the chain's shape (which some
+        // plugins check at build: what must come before them) are what they were.
+        let reusable = |cfg: &PluginConfig| {
+            let prev = previous.filter(|p| {
+                p.env == env_id
+                    && p.routes.default_host() == routes.default_host()
+                    && p.plugin_configs
+                        .iter()
+                        .map(|c| c.name())
+                        .eq(names.iter().copied())
+            })?;
+            let i = prev.plugin_configs.iter().position(|c| c == cfg)?;
+            prev.chain.plugins().get(i).cloned()
+        };
+        for (position, (cfg, item)) in plugin_configs.iter().zip(&plugin_items).enumerate() {
+            if let Some(p) = reusable(cfg) {
+                chain.push(p);
+                continue;
+            }
+            cx.position = position;
             match cfg.build(&cx) {
                 Ok(p) => chain.push(p),
                 Err(err) => {
-                    let mark = item.map_or(doc, |i| err.field.map_or(i.at, |f| i.mark_of(f)));
+                    let mark = item.map_or(doc, |i| err.key().map_or(i.at, |f| i.mark_of(f)));
                     e.at(mark, format!("plugin `{}`: {}", cfg.name(), err.message));
                 }
             }
@@ -522,6 +565,7 @@ pub fn compile(
         limits,
         timeouts,
         telemetry: telemetry.clone(),
+        tls,
     })
 }
 
@@ -568,5 +612,56 @@ impl Store {
 
     pub fn record_failure(&self) {
         self.reloads_failed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::load_str;
+
+    fn build(text: &str, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
+        let file = load_str(Path::new("t.yaml"), text).unwrap();
+        compile(
+            &file,
+            generation,
+            &|_| None,
+            &crate::server::new_telemetry().unwrap(),
+            previous,
+        )
+        .unwrap()
+    }
+
+    const BASE: &str = "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: \"127.0.0.1:2\" }]\nroutes: [{ domain: \"*\", path: ROUTE, instance: a }]\nplugins:\n  - name: request_id\n  - name: routing\n  - name: forwarded_for\n    trusted_proxies: [TRUSTED]\n  - name: upstream_info\n";
+
+    fn text(route: &str, trusted: &str) -> String {
+        BASE.replace("ROUTE", route).replace("TRUSTED", trusted)
+    }
+
+    #[test]
+    fn unchanged_plugins_are_reused_and_changed_ones_rebuilt() {
+        let first = build(&text("/a", "10.0.0.0/8"), 1, None);
+        // New routes, same plugin settings: every plugin is the same object.
+        let second = build(&text("/b", "10.0.0.0/8"), 2, Some(&first));
+        for (a, b) in first.chain.plugins().iter().zip(second.chain.plugins()) {
+            assert!(Arc::ptr_eq(a, b), "{} was rebuilt", a.name());
+        }
+        assert_eq!(second.routes.routes()[0].path, "/b");
+        // forwarded_for's settings changed: it alone is rebuilt.
+        let third = build(&text("/b", "192.168.0.0/16"), 3, Some(&second));
+        for (a, b) in second.chain.plugins().iter().zip(third.chain.plugins()) {
+            assert_eq!(
+                Arc::ptr_eq(a, b),
+                a.name() != "forwarded_for",
+                "{}",
+                a.name()
+            );
+        }
+        // A different env rebuilds everything.
+        let other_env = text("/b", "192.168.0.0/16").replace("env: e", "env: f");
+        let fourth = build(&other_env, 4, Some(&third));
+        for (a, b) in third.chain.plugins().iter().zip(fourth.chain.plugins()) {
+            assert!(!Arc::ptr_eq(a, b), "{}", a.name());
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! The per-request context: everything one request's plugins share.
 
 use crate::error::ErrorCode;
-use crate::routes::{Instance, Route};
+use crate::routes::{Instance, Route, RouteTable};
+use crate::Limits;
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -43,6 +44,9 @@ pub struct Ctx {
     pub start: Instant,
     /// The snapshot generation this request runs on, start to end.
     pub generation: u64,
+    /// That snapshot's route table and body limits.
+    pub routes: Option<Arc<RouteTable>>,
+    pub limits: Limits,
     request_id: Option<HeaderValue>,
     /// Whether the request arrived over TLS.
     pub tls: bool,
@@ -72,6 +76,8 @@ pub struct Ctx {
     pub request_body_bytes: u64,
     /// The body limit that applies to this request, once routed.
     pub body_limit: Option<u64>,
+    /// CORS response headers decided in the request phase (cors plugin), wire-case names.
+    pub cors_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl Ctx {
@@ -79,6 +85,8 @@ impl Ctx {
         Ctx {
             start: Instant::now(),
             generation,
+            routes: None,
+            limits: Limits::default(),
             request_id: None,
             tls: false,
             peer_ip: None,
@@ -97,6 +105,7 @@ impl Ctx {
             status: 0,
             request_body_bytes: 0,
             body_limit: None,
+            cors_headers: Vec::new(),
         }
     }
 

@@ -12,8 +12,13 @@ pub mod routes;
 pub mod telemetry;
 
 mod log_writer;
+pub mod units;
 
+pub mod cors;
+pub mod firewall;
 pub mod forwarded_for;
+pub mod identity;
+pub mod rate_limit;
 pub mod request_id;
 pub mod routing;
 pub mod upstream_info;
@@ -47,6 +52,10 @@ impl Default for Limits {
 }
 
 /// What plugins may use when they are built: the rest of the config, compiled.
+///
+/// A plugin whose settings and `env` are unchanged is reused across reloads (keeping its
+/// state, e.g. rate-limit counters), so a plugin must not keep anything it reads from `routes`
+/// or `limits`: per request they are in `Ctx::routes` / `Ctx::limits`.
 pub struct BuildCtx<'a> {
     /// `env`, the CloudBase environment id.
     pub env: &'a str,
@@ -58,6 +67,25 @@ pub struct BuildCtx<'a> {
     pub telemetry: &'a Arc<Telemetry>,
     /// The config file's directory: relative file paths are relative to it.
     pub config_dir: &'a Path,
+    /// The names of the whole chain, in order, and where the plugin being built stands in it
+    /// (for plugins that need another one before or after them).
+    pub chain: &'a [&'static str],
+    pub position: usize,
+}
+
+impl BuildCtx<'_> {
+    /// Whether a plugin called `name` runs before this one.
+    pub fn comes_after(&self, name: &str) -> bool {
+        self.chain.iter().take(self.position).any(|n| *n == name)
+    }
+
+    /// Whether a plugin called `name` runs after this one.
+    pub fn comes_before(&self, name: &str) -> bool {
+        self.chain
+            .iter()
+            .skip(self.position + 1)
+            .any(|n| *n == name)
+    }
 }
 
 /// A plugin that cannot be built from its config. `field` names the offending key so the
@@ -66,6 +94,8 @@ pub struct BuildCtx<'a> {
 pub struct PluginError {
     pub field: Option<&'static str>,
     pub message: String,
+    /// A dotted path to a nested key (`session.apps.1.secret_env`); wins over `field`.
+    pub path: Option<String>,
 }
 
 impl PluginError {
@@ -73,7 +103,31 @@ impl PluginError {
         PluginError {
             field: Some(field),
             message: message.into(),
+            path: None,
         }
+    }
+
+    /// An error about the plugin as a whole (reported at its `name`).
+    pub fn general(message: impl Into<String>) -> PluginError {
+        PluginError {
+            field: None,
+            message: message.into(),
+            path: None,
+        }
+    }
+
+    /// An error at a nested key, e.g. `session.apps.1.secret_env` (list items by index).
+    pub fn at(path: impl Into<String>, message: impl Into<String>) -> PluginError {
+        PluginError {
+            field: None,
+            message: message.into(),
+            path: Some(path.into()),
+        }
+    }
+
+    /// The key the error points at, if any.
+    pub fn key(&self) -> Option<&str> {
+        self.path.as_deref().or(self.field)
     }
 }
 
@@ -123,12 +177,18 @@ plugins! {
     "upstream_info" => UpstreamInfo(upstream_info),
     "access_log" => AccessLog(access_log),
     "metrics" => Metrics(metrics),
+    "identity" => Identity(identity),
+    "firewall" => Firewall(firewall),
+    "rate_limit" => RateLimit(rate_limit),
+    "cors" => Cors(cors),
 }
 
 /// The chain used when the file has no `plugins:` list (SPEC §1 edge deployment).
 pub fn edge_chain() -> Vec<PluginConfig> {
     vec![
         PluginConfig::RequestId(Default::default()),
+        // `none` mode: owned headers stripped, `X-WX-ENV` set.
+        PluginConfig::Identity(Default::default()),
         PluginConfig::Routing(Default::default()),
         PluginConfig::ForwardedFor(Default::default()),
         PluginConfig::UpstreamInfo(Default::default()),

@@ -158,6 +158,8 @@ pub enum TableError {
 pub struct RouteTable {
     instances: Map<String, Arc<Instance>>,
     custom: Map<String, DomainRoutes>,
+    /// `*.example.com` domains, by `example.com`: one label under it.
+    wildcard: Map<String, DomainRoutes>,
     default_host: String,
     default: Option<DomainRoutes>,
     any: Option<DomainRoutes>,
@@ -189,6 +191,7 @@ impl RouteTable {
         let mut table = RouteTable {
             instances: instances.into_iter().map(|i| (i.id.clone(), i)).collect(),
             custom: Map::default(),
+            wildcard: Map::default(),
             default_host: normalize_host(default_host).into_owned(),
             default: None,
             any: None,
@@ -212,7 +215,10 @@ impl RouteTable {
             let slot = match &spec.domain {
                 DomainKey::Default => table.default.get_or_insert_with(Default::default),
                 DomainKey::Any => table.any.get_or_insert_with(Default::default),
-                DomainKey::Custom(name) => table.custom.entry(name.clone()).or_default(),
+                DomainKey::Custom(name) => match name.strip_prefix("*.") {
+                    Some(parent) => table.wildcard.entry(parent.to_string()).or_default(),
+                    None => table.custom.entry(name.clone()).or_default(),
+                },
             };
             slot.longest = slot.longest.max(path.len());
             if slot.by_path.insert(path.into(), route.clone()).is_some() {
@@ -248,6 +254,10 @@ impl RouteTable {
             .custom
             .get(host.as_ref())
             .or(default)
+            .or_else(|| {
+                let (_, parent) = host.split_once('.')?;
+                self.wildcard.get(parent)
+            })
             .or(self.any.as_ref())
         else {
             return HttpMatch::InvalidHost;
@@ -542,6 +552,29 @@ mod tests {
             no_any.match_http("e.s.com", b"/y"),
             HttpMatch::InvalidPath
         ));
+    }
+
+    #[test]
+    fn wildcard_domain_covers_one_label_after_exact_and_default() {
+        let t = RouteTable::new(
+            "env-1.example.com",
+            vec![inst("a"), inst("b"), inst("c")],
+            vec![
+                spec("*.example.com", "/", "a", false),
+                spec("api.example.com", "/", "b", false),
+                spec("default", "/", "c", false),
+            ],
+        )
+        .unwrap();
+        assert_eq!(found(&t, "Shop.Example.com", "/x").0, "*.example.com/");
+        assert_eq!(found(&t, "api.example.com", "/x").0, "api.example.com/");
+        assert_eq!(found(&t, "env-1.example.com", "/x").0, "default/");
+        for host in ["example.com", "a.b.example.com", "xexample.com"] {
+            assert!(
+                matches!(t.match_http(host, b"/"), HttpMatch::InvalidHost),
+                "{host}"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 
 use crate::ctx::{Ctx, Entry};
 use crate::error::ErrorCode;
-use crate::headers::{X_ANYSERVICE_NAME, X_VM_SERVICE};
+use crate::headers::{wire, X_ANYSERVICE_NAME, X_VM_SERVICE};
 use crate::plugin::{Flow, Phases, Plugin, Reply};
 use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
 use crate::{BuildCtx, PluginError};
@@ -14,27 +14,20 @@ use http::Version;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use serde::Deserialize;
-use std::sync::Arc;
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {}
 
 impl Config {
-    pub fn build(&self, cx: &BuildCtx) -> Result<Routing, PluginError> {
-        Ok(Routing {
-            table: cx.routes.clone(),
-            max_sdk_body: cx.limits.max_sdk_body,
-            max_body: cx.limits.max_body,
-        })
+    pub fn build(&self, _cx: &BuildCtx) -> Result<Routing, PluginError> {
+        Ok(Routing)
     }
 }
 
-pub struct Routing {
-    table: Arc<RouteTable>,
-    max_sdk_body: u64,
-    max_body: u64,
-}
+/// Stateless: the route table and limits come with each request (`ctx.routes`, `ctx.limits`)
+/// from its snapshot, so the plugin itself survives reloads unchanged.
+pub struct Routing;
 
 /// The single value of a header, `Err` when it is repeated.
 fn single<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Result<Option<&'a [u8]>, ()> {
@@ -47,7 +40,12 @@ fn single<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Result<Option<
 }
 
 impl Routing {
-    fn route_sdk(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+    fn route_sdk(
+        &self,
+        table: &RouteTable,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<(), Reply> {
         let service = ctx.wx_service.as_ref().map(|v| v.as_bytes());
         if service != Some(b"tcbanyservice".as_slice()) {
             return Err(Reply::error_with(
@@ -65,7 +63,7 @@ impl Routing {
                 "X-Vm-Service (or X-AnyService-Name) is missing",
             ));
         };
-        let Some(instance) = self.table.instance(id.trim()) else {
+        let Some(instance) = table.instance(id.trim()) else {
             return Err(Reply::error_with(
                 ErrorCode::ServiceNotFound,
                 "unknown instance",
@@ -73,11 +71,16 @@ impl Routing {
         };
         ctx.entry = Entry::Sdk;
         ctx.instance = Some(instance.clone());
-        ctx.body_limit = Some(self.max_sdk_body);
+        ctx.body_limit = Some(ctx.limits.max_sdk_body);
         Ok(())
     }
 
-    fn route_http(&self, req: &RequestHeader, ctx: &mut Ctx) -> Result<(), Reply> {
+    fn route_http(
+        &self,
+        table: &RouteTable,
+        req: &RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<(), Reply> {
         let bad = |m: &'static str| Reply::error_with(ErrorCode::InvalidRequest, m);
         let host_header = single(req, &HOST).map_err(|_| bad("more than one Host header"))?;
         let host: &[u8] = match (req.uri.authority(), host_header) {
@@ -94,7 +97,7 @@ impl Routing {
             Some(q) => (&raw[..q], Some(&raw[q..])),
             None => (raw, None),
         };
-        match self.table.match_http(host_without_port(host.trim()), path) {
+        match table.match_http(host_without_port(host.trim()), path) {
             HttpMatch::Found {
                 route,
                 upstream_path,
@@ -110,7 +113,7 @@ impl Routing {
                 }
                 ctx.entry = Entry::Http;
                 ctx.instance = Some(route.instance.clone());
-                ctx.body_limit = Some(self.max_body);
+                ctx.body_limit = Some(ctx.limits.max_body);
                 let required = route.auth == Auth::Required;
                 ctx.route = Some(route);
                 if required && ctx.identity.is_none() {
@@ -144,10 +147,13 @@ impl Plugin for Routing {
 
     async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
         let req = session.req_header();
+        let Some(table) = ctx.routes.clone() else {
+            return Flow::Reply(Reply::error_with(ErrorCode::SysErr, "no route table"));
+        };
         let routed = if ctx.wx_service.is_some() {
-            self.route_sdk(req, ctx)
+            self.route_sdk(&table, req, ctx)
         } else {
-            self.route_http(req, ctx)
+            self.route_http(&table, req, ctx)
         };
         if let Err(reply) = routed {
             return Flow::Reply(reply);
@@ -177,6 +183,11 @@ impl Plugin for Routing {
             if up.set_raw_path(target).is_err() {
                 return Flow::error(ErrorCode::InvalidRequest);
             }
+        }
+        // Proves to the instance that the request came through the gateway (the client's own
+        // copy was stripped with the other owned headers).
+        if let Some(secret) = ctx.instance.as_ref().and_then(|i| i.origin_secret.clone()) {
+            let _ = up.insert_header(wire::X_ANYSERVICE_AUTHORIZATION, secret);
         }
         Flow::Continue
     }

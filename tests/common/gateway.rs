@@ -152,16 +152,26 @@ impl Gateway {
     /// Retries with new ports (up to 5 attempts) if the process exits
     /// complaining about an address "in use"; otherwise panics with its output.
     pub fn start_with(yaml_template: &str, env: &[(&str, &str)]) -> Gateway {
-        Gateway::launch(yaml_template, env, false)
+        Gateway::start_full(yaml_template, env, &[])
+    }
+
+    /// Like [`Gateway::start_with`], with extra arguments after `run -c FILE`.
+    pub fn start_full(yaml_template: &str, env: &[(&str, &str)], args: &[&str]) -> Gateway {
+        Gateway::launch(yaml_template, env, args, false)
     }
 
     /// Like [`Gateway::start`], with stdout a pipe whose reading end is closed at once:
     /// every write to stdout fails (EPIPE). [`Gateway::stdout`] stays empty.
     pub fn start_with_closed_stdout(yaml_template: &str) -> Gateway {
-        Gateway::launch(yaml_template, &[], true)
+        Gateway::launch(yaml_template, &[], &[], true)
     }
 
-    fn launch(yaml_template: &str, env: &[(&str, &str)], closed_stdout: bool) -> Gateway {
+    fn launch(
+        yaml_template: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        closed_stdout: bool,
+    ) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("anygate-test-")
             .tempdir()
@@ -180,6 +190,7 @@ impl Gateway {
             cmd.arg("run")
                 .arg("-c")
                 .arg(&config)
+                .args(args)
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
                 .stdout(out)
@@ -463,9 +474,46 @@ pub fn check_file(path: &Path) -> (i32, String, String) {
     )
 }
 
+/// Like [`check_file`] with extra environment variables (e.g. the secrets a file names).
+pub fn check_file_with_env(path: &Path, env: &[(&str, &str)]) -> (i32, String, String) {
+    run_anygate_with_env(
+        &["check".as_ref(), "-c".as_ref(), path.as_os_str()],
+        env,
+        CHECK_TIMEOUT,
+    )
+}
+
+/// Like [`check`] with extra environment variables.
+pub fn check_with_env(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::Builder::new()
+        .prefix("anygate-check-")
+        .tempdir()
+        .expect("create temp dir");
+    let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 3);
+    let text = render_template(
+        yaml,
+        loopback(ports[0]),
+        loopback(ports[1]),
+        loopback(ports[2]),
+        dir.path(),
+    );
+    let path = dir.path().join("anygate.yaml");
+    fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
+    check_file_with_env(&path, env)
+}
+
 /// Runs the binary with `args` to completion (killed and panics after
 /// `timeout`); returns (exit code, stdout, stderr).
 pub fn run_anygate(args: &[&std::ffi::OsStr], timeout: Duration) -> (i32, String, String) {
+    run_anygate_with_env(args, &[], timeout)
+}
+
+/// Like [`run_anygate`] with extra environment variables.
+pub fn run_anygate_with_env(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    timeout: Duration,
+) -> (i32, String, String) {
     let logs = tempfile::Builder::new()
         .prefix("anygate-run-")
         .tempdir()
@@ -475,6 +523,7 @@ pub fn run_anygate(args: &[&std::ffi::OsStr], timeout: Duration) -> (i32, String
     let bin = anygate_bin();
     let mut child = Command::new(&bin)
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(File::create(&out_p).expect("create stdout.log"))
         .stderr(File::create(&err_p).expect("create stderr.log"))

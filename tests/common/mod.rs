@@ -8,7 +8,10 @@ pub mod gateway;
 pub mod http;
 pub mod upstream;
 
-pub use gateway::{anygate_bin, check, check_file, free_port, free_ports, Gateway};
+pub use gateway::{
+    anygate_bin, check, check_file, check_file_with_env, check_with_env, free_port, free_ports,
+    Gateway,
+};
 pub use http::{get, send, send_raw, Conn, Req, Response};
 pub use upstream::{closed_port, Behavior, Received, Upstream};
 pub mod seen;
@@ -51,5 +54,8 @@ pub fn assert_error(resp: &Response, status: u16, code: &str) {
 }
 pub mod process;
 pub use process::Process;
+pub mod load;
 pub mod owner;
 pub mod prom;
+pub use load::{Load, LoadReport};
+pub mod tls;

@@ -66,6 +66,23 @@ impl Process {
         }
     }
 
+    /// Polls (bounded) until stderr contains `needle`.
+    pub fn wait_stderr(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let err = self.stderr();
+            if err.contains(needle) {
+                return err;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "stderr never showed {needle:?}:
+{err}"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Polls (bounded) until stdout contains `needle`.
     pub fn wait_stdout(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

@@ -37,6 +37,9 @@ pub enum Behavior {
     Garbage,
     /// 200 with a chunked body made of these chunks.
     Chunked(Vec<Vec<u8>>),
+    /// The status and JSON body this function picks for the request (e.g. a fake WeChat
+    /// jscode2session answering by `js_code`).
+    Answer(fn(&Received) -> (u16, String)),
 }
 
 /// One request as the upstream received it.
@@ -455,6 +458,18 @@ fn serve_conn(stream: &TcpStream, peer: SocketAddr, shared: &Shared) -> io::Resu
                     &mut w,
                     &req,
                     s,
+                    "application/json",
+                    &[],
+                    body.as_bytes(),
+                    ka,
+                )?
+            }
+            Behavior::Answer(f) => {
+                let (status, body) = f(&req);
+                write_response(
+                    &mut w,
+                    &req,
+                    status,
                     "application/json",
                     &[],
                     body.as_bytes(),

@@ -18,6 +18,7 @@ const TOP_KEYS: &[&str] = &[
     "limits",
     "timeouts",
     "plugins",
+    "tls",
 ];
 
 /// Reads and parses a config file.
@@ -138,7 +139,7 @@ impl Loader {
                 Some(Ok(value)) => out.push(Item {
                     value,
                     at,
-                    keys: key_marks(el),
+                    keys: nested_key_marks(el),
                 }),
             }
         }
@@ -152,11 +153,56 @@ fn is_null(node: &Node) -> bool {
     })
 }
 
+/// Where each key's value is written; keys of nested mappings as `outer.inner` (e.g.
+/// `tls.cert`), so that errors about a nested setting point at its line.
 fn key_marks(node: &Node) -> Vec<(String, Mark)> {
-    yaml::entries(node)
-        .into_iter()
-        .map(|(k, v)| (k.as_str().to_string(), Mark::of(v)))
-        .collect()
+    let mut out = Vec::new();
+    nested_marks(node, "", 0, &mut out);
+    out
+}
+
+fn nested_marks(node: &Node, prefix: &str, depth: usize, out: &mut Vec<(String, Mark)>) {
+    for (k, v) in yaml::entries(node) {
+        let key = format!("{prefix}{}", k.as_str());
+        out.push((key.clone(), Mark::of(v)));
+        if depth < 3 && v.as_mapping().is_some() {
+            nested_marks(v, &format!("{key}."), depth + 1, out);
+        }
+    }
+}
+
+/// Like [`key_marks`], and every nested key too, as dotted paths with list indexes
+/// (`session.apps.1.secret_env`), so plugins can point at nested settings.
+fn nested_key_marks(node: &Node) -> Vec<(String, Mark)> {
+    fn walk(node: &Node, prefix: &str, depth: usize, out: &mut Vec<(String, Mark)>) {
+        // Plugin settings are shallow; the bound keeps a hostile file cheap.
+        if depth > 8 {
+            return;
+        }
+        let mut push = |key: String, child: &Node| {
+            out.push((key.clone(), Mark::of(child)));
+            walk(child, &key, depth + 1, out);
+        };
+        let join = |k: &str| {
+            if prefix.is_empty() {
+                k.to_string()
+            } else {
+                format!("{prefix}.{k}")
+            }
+        };
+        if let Some(list) = yaml::items(node) {
+            for (i, child) in list.iter().enumerate() {
+                push(join(&i.to_string()), child);
+            }
+        } else {
+            for (k, child) in yaml::entries(node) {
+                push(join(k.as_str()), child);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(node, "", 0, &mut out);
+    out
 }
 
 fn default_item<T: Default>(at: Mark) -> Item<T> {
@@ -196,6 +242,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         limits: default_item(start),
         timeouts: default_item(start),
         plugins: None,
+        tls: default_item(start),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
     };
@@ -207,6 +254,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
             "server" => cfg.server = l.item(value).unwrap_or(cfg.server),
             "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
             "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
+            "tls" => cfg.tls = l.item(value).unwrap_or(cfg.tls),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

@@ -58,12 +58,20 @@ pub struct Item<T> {
 }
 
 impl<T> Item<T> {
-    /// Where `key`'s value is written, or the item itself when the key is absent.
+    /// Where `key`'s value is written, or the item itself when the key is absent. A dotted
+    /// path (`session.apps.1.secret_env`, for items read with nested keys) falls back to its
+    /// closest written parent.
     pub fn mark_of(&self, key: &str) -> Mark {
-        self.keys
-            .iter()
-            .find(|(k, _)| k == key)
-            .map_or(self.at, |(_, m)| *m)
+        let mut key = key;
+        loop {
+            if let Some((_, m)) = self.keys.iter().find(|(k, _)| k == key) {
+                return *m;
+            }
+            match key.rsplit_once('.') {
+                Some((parent, _)) => key = parent,
+                None => return self.at,
+            }
+        }
     }
 }
 
@@ -84,6 +92,8 @@ pub struct FileConfig {
     pub timeouts: Item<model::Timeouts>,
     /// `None` when the file has no `plugins:` (the edge chain).
     pub plugins: Option<Vec<Item<PluginConfig>>>,
+    /// HTTPS listener settings (default certificate, unknown SNI).
+    pub tls: Item<model::TlsListener>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,

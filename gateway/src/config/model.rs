@@ -44,6 +44,33 @@ pub struct Tls {
 pub struct Domain {
     pub name: String,
     pub tls: Option<Tls>,
+    /// Plain-HTTP requests for this domain get a 308 to the HTTPS listener.
+    #[serde(default)]
+    pub force_https: bool,
+}
+
+/// What the HTTPS listener does with a client whose SNI names no domain with `tls`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownSni {
+    /// Answer with the default certificate.
+    #[default]
+    Default,
+    /// Refuse the handshake.
+    Refuse,
+}
+
+/// The top-level `tls:` section: settings of the HTTPS listener that belong to no domain.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsListener {
+    /// The certificate for clients whose SNI matches no domain (default: the first domain
+    /// with `tls`).
+    pub default: Option<Tls>,
+    #[serde(default)]
+    pub unknown_sni: UnknownSni,
+    /// The port written in `force_https` redirects (default: the `listen.https` port).
+    pub redirect_port: Option<u16>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

@@ -1,0 +1,297 @@
+//! `identity`: SPEC §5. This is where `X-WX-OPENID` and the other identity headers are set.
+//!
+//! Every client-sent header anygate owns has already been removed by the runner (before any
+//! request phase, in every chain); this plugin decides who the caller is and sets exactly the
+//! identity headers that apply, clearing the others (set-or-clear):
+//! - `none`: anonymous; `X-WX-ENV` only.
+//! - `trusted_front`: a TCP peer inside `trusted_fronts` is the CloudBase network; its `X-WX-*`
+//!   headers are kept (the runner keeps them when `ctx.trusted_front` is set in `early`).
+//! - `session`: `POST /.anygate/login` exchanges a `wx.login` code for a signed token
+//!   ([`login`], [`wechat`], [`token`]); `Authorization: Bearer <token>` then proves who the
+//!   caller is. Sources and platforms come from the User-Agent ([`ua`]).
+
+mod config;
+pub mod login;
+pub mod token;
+pub mod ua;
+pub mod wechat;
+
+use crate::ctx::{Ctx, Identity};
+use crate::error::ErrorCode;
+use crate::headers::{
+    wire, X_WX_APPID, X_WX_ENV, X_WX_FROM_APPID, X_WX_FROM_OPENID, X_WX_FROM_UNIONID, X_WX_OPENID,
+    X_WX_PLATFORM, X_WX_SOURCE, X_WX_UNIONID,
+};
+use crate::net::CidrSet;
+use crate::plugin::{Flow, Phases, Plugin, Reply};
+use async_trait::async_trait;
+use http::header::{AUTHORIZATION, USER_AGENT};
+use http::{HeaderName, HeaderValue};
+use log::debug;
+use pingora_http::RequestHeader;
+use pingora_proxy::Session;
+use std::time::Duration;
+use token::{bearer, Claims, Invalid, Keys};
+use wechat::Code2Session;
+
+pub use config::{
+    AppConfig, Config, Mode, Role, SessionConfig, DEFAULT_CODE2SESSION_TIMEOUT, DEFAULT_TOKEN_TTL,
+};
+
+/// A configured app, with its secret.
+pub struct App {
+    pub appid: String,
+    secret: String,
+    pub role: Role,
+}
+
+/// `session` mode, ready to serve.
+pub struct SessionMode {
+    apps: Vec<App>,
+    owner: usize,
+    keys: Keys,
+    ttl: Duration,
+    wechat: Code2Session,
+}
+
+impl SessionMode {
+    fn app(&self, appid: &str) -> Option<&App> {
+        self.apps.iter().find(|a| a.appid == appid)
+    }
+
+    fn owner(&self) -> &str {
+        self.apps.get(self.owner).map_or("", |a| a.appid.as_str())
+    }
+
+    /// Who sent `req`: `Ok(None)` without a Bearer token, a 401 for a token that fails.
+    fn authenticate(&self, req: &RequestHeader, rid: &str) -> Result<Option<Identity>, Reply> {
+        let all = req.headers.get_all(AUTHORIZATION);
+        let mut tokens = all.iter().filter_map(|v| bearer(v.as_bytes()));
+        let Some(token) = tokens.next() else {
+            // No header, or another scheme: the backend's business.
+            return Ok(None);
+        };
+        if all.iter().count() > 1 {
+            return Err(Reply::error_with(
+                ErrorCode::Unauthenticated,
+                "send one Authorization header",
+            ));
+        }
+        let token = std::str::from_utf8(token).unwrap_or("");
+        let claims = self.keys.verify(token, login::unix_now()).map_err(|why| {
+            debug!("[{rid}] refused token: {}", why.as_str());
+            Reply::error_with(
+                ErrorCode::Unauthenticated,
+                match why {
+                    Invalid::Expired => "the token has expired; log in again",
+                    Invalid::Malformed | Invalid::BadSignature => "the token is not valid",
+                },
+            )
+        })?;
+        let Some(app) = self.app(&claims.appid) else {
+            debug!("[{rid}] refused token of an app no longer configured");
+            return Err(Reply::error_with(
+                ErrorCode::Unauthenticated,
+                "the token is not valid",
+            ));
+        };
+        let Claims {
+            appid,
+            openid,
+            unionid,
+            ..
+        } = claims;
+        Ok(Some(Identity {
+            appid,
+            openid,
+            unionid,
+            shared_from_owner: match app.role {
+                Role::Owner => None,
+                Role::Shared => Some(self.owner().to_string()),
+            },
+        }))
+    }
+}
+
+/// Signs a token as the login would (for `anygate token`).
+pub fn mint(
+    keys: &Keys,
+    appid: &str,
+    openid: &str,
+    unionid: Option<&str>,
+    ttl: Duration,
+) -> String {
+    let now = login::unix_now();
+    keys.sign(&Claims {
+        appid: appid.to_string(),
+        openid: openid.to_string(),
+        unionid: unionid.map(str::to_string),
+        iat: now,
+        exp: now.saturating_add(ttl.as_secs()),
+    })
+}
+
+enum Runtime {
+    None,
+    TrustedFront(CidrSet),
+    Session(Box<SessionMode>),
+}
+
+pub struct IdentityPlugin {
+    env: HeaderValue,
+    mode: Runtime,
+}
+
+/// Every header of the SPEC §5 table: each is either set from a verified identity or cleared.
+const TABLE: [HeaderName; 9] = [
+    X_WX_OPENID,
+    X_WX_APPID,
+    X_WX_UNIONID,
+    X_WX_ENV,
+    X_WX_SOURCE,
+    X_WX_PLATFORM,
+    X_WX_FROM_OPENID,
+    X_WX_FROM_APPID,
+    X_WX_FROM_UNIONID,
+];
+
+/// The single non-empty text value of a header (kept from a trusted front).
+fn front_value(req: &RequestHeader, name: &HeaderName) -> Option<String> {
+    let mut all = req.headers.get_all(name).iter();
+    let v = all.next()?;
+    if all.next().is_some() {
+        return None;
+    }
+    v.to_str()
+        .ok()
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// The identity a trusted front vouches for, so that `auth: required` routes accept it.
+fn front_identity(req: &RequestHeader) -> Option<Identity> {
+    let get = |n: &HeaderName| front_value(req, n);
+    if let Some(openid) = get(&X_WX_OPENID) {
+        return Some(Identity {
+            appid: get(&X_WX_APPID).unwrap_or_default(),
+            openid,
+            unionid: get(&X_WX_UNIONID),
+            shared_from_owner: None,
+        });
+    }
+    let openid = get(&X_WX_FROM_OPENID)?;
+    Some(Identity {
+        appid: get(&X_WX_FROM_APPID).unwrap_or_default(),
+        openid,
+        unionid: get(&X_WX_FROM_UNIONID),
+        shared_from_owner: Some(get(&X_WX_APPID).unwrap_or_default()),
+    })
+}
+
+fn set(up: &mut RequestHeader, name: &'static str, value: &str) -> Result<(), ()> {
+    let v = HeaderValue::from_str(value).map_err(|_| ())?;
+    up.insert_header(name, v).map_err(|_| ())
+}
+
+/// Sets the headers of a verified identity.
+fn set_identity(up: &mut RequestHeader, id: &Identity, ua: &[u8]) -> Result<(), ()> {
+    match &id.shared_from_owner {
+        None => {
+            set(up, wire::X_WX_OPENID, &id.openid)?;
+            set(up, wire::X_WX_APPID, &id.appid)?;
+            if let Some(u) = &id.unionid {
+                set(up, wire::X_WX_UNIONID, u)?;
+            }
+        }
+        Some(owner) => {
+            set(up, wire::X_WX_FROM_OPENID, &id.openid)?;
+            set(up, wire::X_WX_FROM_APPID, &id.appid)?;
+            if let Some(u) = &id.unionid {
+                set(up, wire::X_WX_FROM_UNIONID, u)?;
+            }
+            set(up, wire::X_WX_APPID, owner)?;
+        }
+    }
+    let (source, platform) = ua::classify(ua);
+    if let Some(s) = source {
+        set(up, wire::X_WX_SOURCE, s)?;
+    }
+    if let Some(p) = platform {
+        set(up, wire::X_WX_PLATFORM, p)?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Plugin for IdentityPlugin {
+    fn name(&self) -> &'static str {
+        "identity"
+    }
+
+    fn phases(&self) -> Phases {
+        match self.mode {
+            Runtime::None => Phases::UPSTREAM_REQUEST,
+            Runtime::TrustedFront(_) => Phases::EARLY | Phases::REQUEST | Phases::UPSTREAM_REQUEST,
+            Runtime::Session(_) => Phases::REQUEST | Phases::UPSTREAM_REQUEST,
+        }
+    }
+
+    fn early(&self, _req: &RequestHeader, ctx: &mut Ctx) {
+        if let (Runtime::TrustedFront(fronts), Some(peer)) = (&self.mode, ctx.peer_ip) {
+            ctx.trusted_front = fronts.contains(peer);
+        }
+    }
+
+    async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
+        match &self.mode {
+            Runtime::Session(s) => {
+                if session.req_header().uri.path() == login::LOGIN_PATH {
+                    return Flow::Reply(login::handle(s, session, ctx).await);
+                }
+                match s.authenticate(session.req_header(), ctx.request_id_str()) {
+                    Ok(id) => ctx.identity = id,
+                    Err(reply) => return Flow::Reply(reply),
+                }
+            }
+            Runtime::TrustedFront(_) if ctx.trusted_front => {
+                ctx.identity = front_identity(session.req_header());
+            }
+            Runtime::TrustedFront(_) | Runtime::None => {}
+        }
+        Flow::Continue
+    }
+
+    fn upstream_request(
+        &self,
+        down: &RequestHeader,
+        up: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Flow {
+        if ctx.trusted_front {
+            // The front's own X-WX-* headers are its word; only fill in the environment.
+            if !up.headers.contains_key(&X_WX_ENV) {
+                let _ = up.insert_header(wire::X_WX_ENV, self.env.clone());
+            }
+            return Flow::Continue;
+        }
+        for name in &TABLE {
+            up.remove_header(name);
+        }
+        let _ = up.insert_header(wire::X_WX_ENV, self.env.clone());
+        let Some(id) = &ctx.identity else {
+            return Flow::Continue;
+        };
+        if matches!(self.mode, Runtime::Session(_)) {
+            // The token was ours; the instance gets the identity instead.
+            up.remove_header(&AUTHORIZATION);
+        }
+        let ua = down
+            .headers
+            .get(USER_AGENT)
+            .map_or(&b""[..], |v| v.as_bytes());
+        if set_identity(up, id, ua).is_err() {
+            return Flow::error(ErrorCode::SysErr);
+        }
+        Flow::Continue
+    }
+}
