@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 const TEMPLATE: &str = r#"
 env: test-env
-listen: { http: "@HTTP@" }
+listen: { http: "@HTTP@", admin: "@ADMIN@" }
 server:
   threads: 2
   grace_period: 1s
@@ -248,6 +248,12 @@ fn invalid_files_change_nothing_and_are_reported() {
         );
     }
     assert_eq!(count(&gw, APPLIED), 0);
+    // SPEC §9: the failures are counted, the generation stays.
+    let m = common::prom::scrape(gw.admin);
+    let n = invalid_files(up.addr()).len() as f64;
+    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "failure")]), n);
+    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "success")]), 0.0);
+    assert_eq!(m.value("anygate_config_generation", &[]), 1.0);
     // An empty file is most likely half-written: it is waited out, not applied or counted.
     gw.write_config("");
     assert!(gw.wait_output("is empty (being written?)", Duration::from_secs(10)));
@@ -256,6 +262,10 @@ fn invalid_files_change_nothing_and_are_reported() {
     let t = Instant::now();
     gw.write_config(&config("B", up.addr()));
     time_until_live(&gw, "B", t);
+    let m = common::prom::scrape(gw.admin);
+    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "success")]), 1.0);
+    assert_eq!(m.value("anygate_config_generation", &[]), 2.0);
+    assert!(m.value("anygate_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
 }
 
 #[test]
