@@ -6,6 +6,11 @@ use anygate::{demo, server, token};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
+
+// mimalloc: per-thread free lists suit Pingora's many short-lived per-request allocations
+// better than glibc's malloc (see bench/RESULTS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
