@@ -251,8 +251,14 @@ fn invalid_files_change_nothing_and_are_reported() {
     // SPEC §9: the failures are counted, the generation stays.
     let m = common::prom::scrape(gw.admin);
     let n = invalid_files(up.addr()).len() as f64;
-    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "failure")]), n);
-    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "success")]), 0.0);
+    assert_eq!(
+        m.value("anygate_config_reloads_total", &[("result", "failure")]),
+        n
+    );
+    assert_eq!(
+        m.value("anygate_config_reloads_total", &[("result", "success")]),
+        0.0
+    );
     assert_eq!(m.value("anygate_config_generation", &[]), 1.0);
     // An empty file is most likely half-written: it is waited out, not applied or counted.
     gw.write_config("");
@@ -263,7 +269,10 @@ fn invalid_files_change_nothing_and_are_reported() {
     gw.write_config(&config("B", up.addr()));
     time_until_live(&gw, "B", t);
     let m = common::prom::scrape(gw.admin);
-    assert_eq!(m.value("anygate_config_reloads_total", &[("result", "success")]), 1.0);
+    assert_eq!(
+        m.value("anygate_config_reloads_total", &[("result", "success")]),
+        1.0
+    );
     assert_eq!(m.value("anygate_config_generation", &[]), 2.0);
     assert!(m.value("anygate_config_last_reload_success_timestamp_seconds", &[]) > 1.7e9);
 }

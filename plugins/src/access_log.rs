@@ -83,8 +83,8 @@ fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-/// The line for one finished request.
-fn line(session: &Session, ctx: &Ctx, include_openid: bool) -> Vec<u8> {
+/// Writes the line for one finished request into `out`.
+fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     let req = session.req_header();
     let elapsed = ctx.start.elapsed();
     let raw = req.raw_path();
@@ -118,9 +118,14 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool) -> Vec<u8> {
         error: ctx.error.map(|e| e.as_str()),
         openid: include_openid.then(|| ctx.identity.as_ref().map(|i| i.openid.as_str())),
     };
-    let mut out = serde_json::to_vec(&line).unwrap_or_default();
-    out.push(b'\n');
-    out
+    if serde_json::to_writer(&mut *out, &line).is_ok() {
+        out.push(b'\n');
+    }
+}
+
+thread_local! {
+    /// Each worker thread formats its lines in one reused buffer.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
 }
 
 #[async_trait]
@@ -134,7 +139,16 @@ impl Plugin for AccessLog {
     }
 
     fn logging(&self, session: &Session, ctx: &Ctx, _error: Option<&pingora_error::Error>) {
-        self.writer.write(line(session, ctx, self.include_openid));
+        SCRATCH.with(|scratch| {
+            let Ok(mut buf) = scratch.try_borrow_mut() else {
+                return;
+            };
+            buf.clear();
+            line(session, ctx, self.include_openid, &mut buf);
+            if !buf.is_empty() {
+                self.writer.write(&buf);
+            }
+        });
     }
 }
 

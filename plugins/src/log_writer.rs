@@ -1,5 +1,5 @@
-//! Writes log lines off the request path: requests hand a line to a bounded queue without
-//! waiting, and one thread per log writes them in batches. A full queue or a failing write
+//! Writes log lines off the request path: requests append a line to a bounded buffer without
+//! waiting, and one thread per log writes them in batches. A full buffer or a failing write
 //! (full disk, closed stdout, read-only file) drops lines and counts them; nothing blocks.
 
 use crate::telemetry::{DropReason, Telemetry};
@@ -8,16 +8,17 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::thread::Thread;
+use std::time::Duration;
 
-/// Lines waiting to be written before new ones are dropped.
-pub const QUEUE_LINES: usize = 8192;
-/// How long a written line may sit in the buffer.
-pub const FLUSH_EVERY: Duration = Duration::from_millis(200);
-/// Buffered bytes that trigger a write before `FLUSH_EVERY`.
-const FLUSH_BYTES: usize = 64 * 1024;
+/// Bytes waiting to be written before new lines are dropped (about 10,000 lines).
+pub const MAX_PENDING: usize = 4 << 20;
+/// How long a line may wait before the writer thread writes it.
+pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
+/// Pending bytes that wake the writer before `FLUSH_EVERY` (so a burst never fills the buffer).
+const WAKE_AT: usize = 256 << 10;
 
 /// Where lines go.
 pub enum Sink {
@@ -77,13 +78,35 @@ impl Write for Sink {
 /// Where the writer thread writes.
 pub type Output = Box<dyn Write + Send>;
 
-/// One log's queue. The writer thread starts with the first line, so it is born after
-/// Pingora daemonizes (a thread does not survive `fork`), and `anygate check` starts none.
+/// Lines handed over by requests, not yet taken by the writer thread.
+#[derive(Default)]
+struct Pending {
+    buf: Vec<u8>,
+    lines: u64,
+    /// Whether the writer was already woken for this batch.
+    woken: bool,
+}
+
+struct Shared {
+    pending: Mutex<Pending>,
+    closed: AtomicBool,
+}
+
+/// One log's buffer and writer thread. A request appends its line under a short lock and
+/// never wakes anyone (a wake-up per line costs a futex call and a context switch): the
+/// writer takes the whole batch every `FLUSH_EVERY`, or sooner when `WAKE_AT` bytes wait.
+/// The thread starts with the first line, so it is born after Pingora daemonizes (a thread
+/// does not survive `fork`), and `anygate check` starts none.
 pub struct LogWriter {
     name: String,
     sink: Mutex<Option<Output>>,
-    tx: OnceLock<Option<SyncSender<Vec<u8>>>>,
+    shared: Arc<Shared>,
+    thread: OnceLock<Option<Thread>>,
     telemetry: Arc<Telemetry>,
+}
+
+fn lock(m: &Mutex<Pending>) -> MutexGuard<'_, Pending> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl LogWriter {
@@ -91,33 +114,45 @@ impl LogWriter {
         LogWriter {
             name,
             sink: Mutex::new(Some(sink)),
-            tx: OnceLock::new(),
+            shared: Arc::new(Shared {
+                pending: Mutex::new(Pending::default()),
+                closed: AtomicBool::new(false),
+            }),
+            thread: OnceLock::new(),
             telemetry,
         }
     }
 
-    /// Queues one line (with its `\n`); never waits.
-    pub fn write(&self, line: Vec<u8>) {
-        let Some(tx) = self.tx.get_or_init(|| self.spawn()) else {
+    /// Hands over one line (with its `\n`); never waits for I/O.
+    pub fn write(&self, line: &[u8]) {
+        let Some(thread) = self.thread.get_or_init(|| self.spawn()) else {
             self.telemetry.dropped(DropReason::WriteError, 1);
             return;
         };
-        match tx.try_send(line) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => self.telemetry.dropped(DropReason::QueueFull, 1),
-            Err(TrySendError::Disconnected(_)) => self.telemetry.dropped(DropReason::WriteError, 1),
+        let mut p = lock(&self.shared.pending);
+        if p.buf.len() + line.len() > MAX_PENDING {
+            drop(p);
+            self.telemetry.dropped(DropReason::QueueFull, 1);
+            return;
+        }
+        p.buf.extend_from_slice(line);
+        p.lines += 1;
+        if p.buf.len() >= WAKE_AT && !p.woken {
+            p.woken = true;
+            drop(p);
+            thread.unpark();
         }
     }
 
-    fn spawn(&self) -> Option<SyncSender<Vec<u8>>> {
+    fn spawn(&self) -> Option<Thread> {
         let sink = self.sink.lock().ok()?.take()?;
-        let (tx, rx) = sync_channel(QUEUE_LINES);
         let mut out = Batch::new(sink, self.name.clone(), self.telemetry.clone());
+        let shared = self.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("access-log".into())
-            .spawn(move || out.run(rx));
+            .spawn(move || out.run(&shared));
         match spawned {
-            Ok(_) => Some(tx),
+            Ok(handle) => Some(handle.thread().clone()),
             Err(e) => {
                 warn!(
                     "access log {}: cannot start its writer thread ({e}); lines are dropped",
@@ -125,6 +160,16 @@ impl LogWriter {
                 );
                 None
             }
+        }
+    }
+}
+
+impl Drop for LogWriter {
+    /// The plugin is gone (a reload rebuilt it): the writer writes what is left and ends.
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        if let Some(Some(t)) = self.thread.get() {
+            t.unpark();
         }
     }
 }
@@ -148,33 +193,27 @@ impl Batch {
             sink,
             name,
             telemetry,
-            buf: Vec::with_capacity(FLUSH_BYTES),
+            buf: Vec::with_capacity(WAKE_AT),
             lines: 0,
             failing: false,
             torn: false,
         }
     }
 
-    fn run(&mut self, rx: Receiver<Vec<u8>>) {
-        let mut last = Instant::now();
+    fn run(&mut self, shared: &Shared) {
         loop {
-            match rx.recv_timeout(FLUSH_EVERY) {
-                Ok(line) => {
-                    self.buf.extend_from_slice(&line);
-                    self.lines += 1;
-                    if self.buf.len() >= FLUSH_BYTES || last.elapsed() >= FLUSH_EVERY {
-                        self.flush();
-                        last = Instant::now();
-                    }
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    self.flush();
-                    last = Instant::now();
-                }
-                Err(RecvTimeoutError::Disconnected) => {
-                    self.flush();
-                    return;
-                }
+            std::thread::park_timeout(FLUSH_EVERY);
+            let closed = shared.closed.load(Ordering::Acquire);
+            {
+                // Swap buffers: the lock is held for a pointer swap, not for the write.
+                let mut p = lock(&shared.pending);
+                std::mem::swap(&mut p.buf, &mut self.buf);
+                self.lines = std::mem::take(&mut p.lines);
+                p.woken = false;
+            }
+            self.flush();
+            if closed {
+                return;
             }
         }
     }
@@ -233,6 +272,7 @@ fn write_some(w: &mut impl Write, buf: &[u8]) -> (usize, io::Result<()>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Instant;
 
     /// Accepts `room` bytes, then fails like a full disk.
     struct Full {
@@ -332,17 +372,19 @@ mod tests {
         let gate = Gate::default();
         let w = LogWriter::new(Box::new(gate.clone()), "gate".into(), t.clone());
         let line = br#"{"a line":"of about fifty bytes, give or take"}"#.to_vec();
-        const SENT: usize = 20_000;
+        const SENT: usize = 400_000;
+        let line = [line.as_slice(), b"\n"].concat();
         for _ in 0..SENT {
-            w.write([line.as_slice(), b"\n"].concat());
+            w.write(&line);
         }
-        // The writer holds at most one batch (64 KB) and the queue: the rest was dropped.
+        // The writer holds at most one batch being written and a full buffer: the rest was
+        // dropped.
         let full = |t: &Telemetry| {
             t.access_log_dropped
                 .with_label_values(&["queue_full"])
                 .get()
         };
-        let held = QUEUE_LINES + FLUSH_BYTES / line.len() + 2;
+        let held = 2 * (MAX_PENDING / line.len()) + 2;
         assert!(full(&t) as usize >= SENT - held, "dropped {}", full(&t));
         gate.open();
         let deadline = Instant::now() + Duration::from_secs(20);
