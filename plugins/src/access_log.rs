@@ -5,14 +5,14 @@
 use crate::ctx::Ctx;
 use crate::log_writer::{LogWriter, Sink};
 use crate::metrics::sent_status;
+use crate::net::write_ip;
 use crate::plugin::{Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
 use http::header::{HOST, USER_AGENT};
 use pingora_proxy::Session;
-use serde::{Deserialize, Serialize};
-use std::borrow::Cow;
-use std::net::IpAddr;
+use serde::Deserialize;
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -55,72 +55,135 @@ pub struct AccessLog {
     include_openid: bool,
 }
 
-/// One line. Absent values are `null`; `openid` is there only with `include_openid`.
-#[derive(Serialize)]
-struct Line<'a> {
-    time: String,
-    request_id: Option<&'a str>,
-    client_ip: Option<IpAddr>,
-    method: &'a str,
-    host: Option<Cow<'a, str>>,
-    path: Cow<'a, str>,
-    entry: &'a str,
-    route: Option<&'a str>,
-    instance: Option<&'a str>,
-    status: u16,
-    upstream_status: Option<u16>,
-    upstream_timecost_ms: Option<f64>,
-    duration_ms: f64,
-    bytes_sent: usize,
-    user_agent: Option<Cow<'a, str>>,
-    error: Option<&'a str>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    openid: Option<Option<&'a str>>,
-}
-
 /// Milliseconds with microsecond precision.
+#[cfg(test)]
 fn ms(d: Duration) -> f64 {
     d.as_micros() as f64 / 1000.0
 }
 
-/// Writes the line for one finished request into `out`.
+/// A JSON string, escaped per RFC 8259 (bytes that are not UTF-8 become U+FFFD).
+fn push_str(out: &mut Vec<u8>, s: &[u8]) {
+    let clean = s
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
+    out.push(b'"');
+    if clean {
+        out.extend_from_slice(s);
+    } else {
+        for c in String::from_utf8_lossy(s).chars() {
+            match c {
+                '"' => out.extend_from_slice(b"\\\""),
+                '\\' => out.extend_from_slice(b"\\\\"),
+                '\n' => out.extend_from_slice(b"\\n"),
+                '\r' => out.extend_from_slice(b"\\r"),
+                '\t' => out.extend_from_slice(b"\\t"),
+                c if (c as u32) < 0x20 => {
+                    let _ = write!(out, "\\u{:04x}", c as u32);
+                }
+                c => {
+                    let mut b = [0u8; 4];
+                    out.extend_from_slice(c.encode_utf8(&mut b).as_bytes());
+                }
+            }
+        }
+    }
+    out.push(b'"');
+}
+
+fn push_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
+    match s {
+        Some(s) => push_str(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Milliseconds with three decimals (microsecond precision), as a JSON number.
+fn push_ms(out: &mut Vec<u8>, d: Duration) {
+    let us = d.as_micros() as u64;
+    push_u64(out, us / 1000);
+    let frac = us % 1000;
+    out.push(b'.');
+    out.push(b'0' + (frac / 100) as u8);
+    out.push(b'0' + (frac / 10 % 10) as u8);
+    out.push(b'0' + (frac % 10) as u8);
+}
+
+/// Writes the line for one finished request into `out`: a JSON object whose absent values are
+/// `null`, with `openid` only under `include_openid`. Written by hand: it runs per request, and
+/// a generic serializer costs several times more.
 fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     let req = session.req_header();
     let elapsed = ctx.start.elapsed();
     let raw = req.raw_path();
     let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
     let host = match req.uri.authority() {
-        Some(a) => Some(Cow::Borrowed(a.as_str())),
-        None => req
-            .headers
-            .get(HOST)
-            .map(|h| String::from_utf8_lossy(h.as_bytes())),
+        Some(a) => Some(a.as_str().as_bytes()),
+        None => req.headers.get(HOST).map(|h| h.as_bytes()),
     };
-    let line = Line {
-        time: rfc3339_millis(SystemTime::now().checked_sub(elapsed).unwrap_or(UNIX_EPOCH)),
-        request_id: Some(ctx.request_id_str()).filter(|id| *id != "-"),
-        client_ip: ctx.client_ip,
-        method: req.method.as_str(),
-        host,
-        path: String::from_utf8_lossy(path),
-        entry: ctx.entry.label(),
-        route: ctx.route.as_ref().map(|r| r.label.as_str()),
-        instance: ctx.instance.as_ref().map(|i| i.id.as_str()),
-        status: sent_status(session, ctx),
-        upstream_status: ctx.upstream_status,
-        upstream_timecost_ms: ctx.upstream_timecost.map(ms),
-        duration_ms: ms(elapsed),
-        bytes_sent: session.as_ref().body_bytes_sent(),
-        user_agent: req
-            .headers
-            .get(USER_AGENT)
-            .map(|h| String::from_utf8_lossy(h.as_bytes())),
-        error: ctx.error.map(|e| e.as_str()),
-        openid: include_openid.then(|| ctx.identity.as_ref().map(|i| i.openid.as_str())),
-    };
-    if serde_json::to_writer(&mut *out, &line).is_ok() {
-        out.push(b'\n');
+    let mut time = [0u8; 24];
+    let mut ip = [0u8; 46];
+    let time = write_rfc3339_millis(
+        SystemTime::now().checked_sub(elapsed).unwrap_or(UNIX_EPOCH),
+        &mut time,
+    );
+    let request_id = Some(ctx.request_id_str()).filter(|id| *id != "-");
+    out.extend_from_slice(b"{\"time\":");
+    push_str(out, time.as_bytes());
+    out.extend_from_slice(b",\"request_id\":");
+    push_opt_str(out, request_id.map(str::as_bytes));
+    out.extend_from_slice(b",\"client_ip\":");
+    push_opt_str(out, ctx.client_ip.map(|c| write_ip(c, &mut ip).as_bytes()));
+    out.extend_from_slice(b",\"method\":");
+    push_str(out, req.method.as_str().as_bytes());
+    out.extend_from_slice(b",\"host\":");
+    push_opt_str(out, host);
+    out.extend_from_slice(b",\"path\":");
+    push_str(out, path);
+    out.extend_from_slice(b",\"entry\":");
+    push_str(out, ctx.entry.label().as_bytes());
+    out.extend_from_slice(b",\"route\":");
+    push_opt_str(out, ctx.route.as_ref().map(|r| r.label.as_bytes()));
+    out.extend_from_slice(b",\"instance\":");
+    push_opt_str(out, ctx.instance.as_ref().map(|i| i.id.as_bytes()));
+    out.extend_from_slice(b",\"status\":");
+    push_u64(out, u64::from(sent_status(session, ctx)));
+    out.extend_from_slice(b",\"upstream_status\":");
+    match ctx.upstream_status {
+        Some(s) => push_u64(out, u64::from(s)),
+        None => out.extend_from_slice(b"null"),
     }
+    out.extend_from_slice(b",\"upstream_timecost_ms\":");
+    match ctx.upstream_timecost {
+        Some(d) => push_ms(out, d),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"duration_ms\":");
+    push_ms(out, elapsed);
+    out.extend_from_slice(b",\"bytes_sent\":");
+    push_u64(out, session.as_ref().body_bytes_sent() as u64);
+    out.extend_from_slice(b",\"user_agent\":");
+    push_opt_str(out, req.headers.get(USER_AGENT).map(|h| h.as_bytes()));
+    out.extend_from_slice(b",\"error\":");
+    push_opt_str(out, ctx.error.map(|e| e.as_str().as_bytes()));
+    if include_openid {
+        out.extend_from_slice(b",\"openid\":");
+        push_opt_str(out, ctx.identity.as_ref().map(|i| i.openid.as_bytes()));
+    }
+    out.extend_from_slice(b"}\n");
 }
 
 thread_local! {
@@ -154,17 +217,41 @@ impl Plugin for AccessLog {
 
 /// `2026-01-02T03:04:05.678Z`
 pub fn rfc3339_millis(t: SystemTime) -> String {
+    let mut buf = [0u8; 24];
+    write_rfc3339_millis(t, &mut buf).to_string()
+}
+
+/// Like [`rfc3339_millis`], into a buffer (no `fmt`, no allocation: it runs per request).
+pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60,
-        d.subsec_millis()
-    )
+    let mut put = |at: usize, width: usize, mut v: u64| {
+        for i in (0..width).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(0, 4, y.clamp(0, 9999) as u64);
+    put(5, 2, u64::from(m));
+    put(8, 2, u64::from(day));
+    put(11, 2, rem / 3600);
+    put(14, 2, rem / 60 % 60);
+    put(17, 2, rem % 60);
+    put(20, 3, u64::from(d.subsec_millis()));
+    for (at, c) in [
+        (4, b'-'),
+        (7, b'-'),
+        (10, b'T'),
+        (13, b':'),
+        (16, b':'),
+        (19, b'.'),
+        (23, b'Z'),
+    ] {
+        buf[at] = c;
+    }
+    std::str::from_utf8(&buf[..]).unwrap_or("")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -211,5 +298,37 @@ mod tests {
     fn durations_are_milliseconds_with_microseconds() {
         assert_eq!(ms(Duration::from_micros(1234)), 1.234);
         assert_eq!(ms(Duration::from_secs(2)), 2000.0);
+        for (d, want) in [
+            (1234, "1.234"),
+            (2_000_000, "2000.000"),
+            (5, "0.005"),
+            (0, "0.000"),
+        ] {
+            let mut out = Vec::new();
+            push_ms(&mut out, Duration::from_micros(d));
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn strings_are_escaped_like_serde_json() {
+        for s in [
+            &b"plain"[..],
+            b"with \"quotes\" and \\ back",
+            b"ctl \n\r\t\x01\x1f\x7f end",
+            "unicode \u{4f60}\u{597d}".as_bytes(),
+            b"bad utf8 \xff\xfe",
+        ] {
+            let mut out = Vec::new();
+            push_str(&mut out, s);
+            let want = serde_json::to_string(&String::from_utf8_lossy(s)).unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+        let mut out = Vec::new();
+        for n in [0u64, 7, 10, 65535, u64::MAX] {
+            out.clear();
+            push_u64(&mut out, n);
+            assert_eq!(String::from_utf8(out.clone()).unwrap(), n.to_string());
+        }
     }
 }

@@ -37,6 +37,9 @@ pub struct Identity {
     pub unionid: Option<String>,
     /// `Some(owner appid)` when the caller came through a shared app (resource sharing).
     pub shared_from_owner: Option<String>,
+    /// The identity headers to send upstream, made once when the identity is verified (the
+    /// User-Agent dependent ones are added per request).
+    pub headers: Vec<(&'static str, http::HeaderValue)>,
 }
 
 /// Per-request state, created when the request starts and dropped when it is logged.
@@ -58,7 +61,7 @@ pub struct Ctx {
     pub wx_service: Option<HeaderValue>,
     /// Whether the peer is a trusted front whose `X-WX-*` headers are kept (identity plugin).
     pub trusted_front: bool,
-    pub identity: Option<Identity>,
+    pub identity: Option<Arc<Identity>>,
     pub entry: Entry,
     pub route: Option<Arc<Route>>,
     pub instance: Option<Arc<Instance>>,

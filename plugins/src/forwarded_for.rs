@@ -7,7 +7,7 @@ use crate::ctx::Ctx;
 use crate::headers::{
     has_underscore, is_forwarding, wire, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
 };
-use crate::net::{canonical, parse_forwarded_entry, Cidr, CidrSet};
+use crate::net::{canonical, parse_forwarded_entry, write_ip, Cidr, CidrSet};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
@@ -115,11 +115,6 @@ impl Plugin for ForwardedFor {
             return Flow::Continue;
         };
         let trusted = self.trusted.contains(peer);
-        let forwarded_for = if trusted {
-            walk(peer, &entries(down), &self.trusted).forwarded_for
-        } else {
-            canonical(peer).to_string()
-        };
         // From a trusted proxy, its well-formed Proto/Host/Forwarded stand; the rest goes.
         let keep = |name: &HeaderName| {
             trusted
@@ -129,20 +124,27 @@ impl Plugin for ForwardedFor {
                     "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
                 )
         };
-        let drop: Vec<HeaderName> = up
-            .headers
-            .keys()
-            .filter(|n| is_forwarding(n.as_str()) && !keep(n))
-            .cloned()
-            .collect();
-        for name in &drop {
-            up.remove_header(name);
+        let doomed = |n: &HeaderName| is_forwarding(n.as_str()) && !keep(n);
+        if up.headers.keys().any(doomed) {
+            let drop: Vec<HeaderName> = up.headers.keys().filter(|n| doomed(n)).cloned().collect();
+            for name in &drop {
+                up.remove_header(name);
+            }
         }
-        let client = ctx.client_ip.unwrap_or(peer);
-        if let Ok(v) = HeaderValue::from_str(&forwarded_for) {
-            let _ = up.insert_header(wire::X_FORWARDED_FOR, v);
-        }
-        if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        let mut buf = [0u8; 46];
+        let peer_text = HeaderValue::from_str(write_ip(peer, &mut buf)).ok();
+        if trusted {
+            let w = walk(peer, &entries(down), &self.trusted);
+            if let Ok(v) = HeaderValue::from_str(&w.forwarded_for) {
+                let _ = up.insert_header(wire::X_FORWARDED_FOR, v);
+            }
+            let client = ctx.client_ip.unwrap_or(peer);
+            if let Ok(v) = HeaderValue::from_str(write_ip(client, &mut buf)) {
+                let _ = up.insert_header(wire::X_REAL_IP, v);
+            }
+        } else if let Some(v) = peer_text {
+            // The peer is the client and the whole chain.
+            let _ = up.insert_header(wire::X_FORWARDED_FOR, v.clone());
             let _ = up.insert_header(wire::X_REAL_IP, v);
         }
         if !up.headers.contains_key(&X_FORWARDED_PROTO) {

@@ -16,6 +16,40 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// Writes `ip` (canonical, IPv6 without brackets) into `buf` and returns the text. IPv4, the
+/// common case, is formatted by hand: `Display` goes through `fmt` machinery on every request.
+pub fn write_ip(ip: IpAddr, buf: &mut [u8; 46]) -> &str {
+    let n = match canonical(ip) {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            let mut cur = std::io::Cursor::new(&mut buf[..]);
+            let _ = write!(cur, "{v6}");
+            cur.position() as usize
+        }
+    };
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
 /// One CIDR block from the config; a bare address is a single-host block.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Cidr(pub IpNet);
@@ -116,6 +150,28 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn addresses_are_written_like_display() {
+        let mut buf = [0u8; 46];
+        for s in [
+            "0.0.0.0",
+            "1.2.3.4",
+            "10.0.100.255",
+            "255.255.255.255",
+            "127.0.0.1",
+            "::1",
+            "2001:db8::1",
+            "fe80::1:2:3:4",
+        ] {
+            assert_eq!(write_ip(ip(s), &mut buf), s);
+        }
+        assert_eq!(write_ip(ip("::ffff:9.8.7.6"), &mut buf), "9.8.7.6");
+        assert_eq!(
+            write_ip(ip("1111:2222:3333:4444:5555:6666:7777:8888"), &mut buf),
+            "1111:2222:3333:4444:5555:6666:7777:8888"
+        );
     }
 
     #[test]

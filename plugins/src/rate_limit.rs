@@ -328,10 +328,12 @@ mod tests {
     fn ctx_with(ip: &str, openid: Option<&str>) -> Ctx {
         let mut ctx = Ctx::new(1);
         ctx.client_ip = Some(ip.parse().unwrap());
-        ctx.identity = openid.map(|o| Identity {
-            appid: "wx1".into(),
-            openid: o.into(),
-            ..Identity::default()
+        ctx.identity = openid.map(|o| {
+            std::sync::Arc::new(Identity {
+                appid: "wx1".into(),
+                openid: o.into(),
+                ..Identity::default()
+            })
         });
         ctx
     }

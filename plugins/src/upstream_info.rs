@@ -27,6 +27,16 @@ pub struct UpstreamInfo;
 
 const DASH: HeaderValue = HeaderValue::from_static("-");
 
+/// Status codes 0..=999 as header values, made once (cloning one is a reference count).
+fn status_value(code: u16) -> HeaderValue {
+    static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0u16..1000).map(HeaderValue::from).collect());
+    table
+        .get(usize::from(code))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from(code))
+}
+
 #[async_trait]
 impl Plugin for UpstreamInfo {
     fn name(&self) -> &'static str {
@@ -38,7 +48,7 @@ impl Plugin for UpstreamInfo {
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
-        let status = ctx.upstream_status.map_or(DASH, HeaderValue::from);
+        let status = ctx.upstream_status.map_or(DASH, status_value);
         let timecost = ctx
             .upstream_timecost
             .map_or(DASH, |d| HeaderValue::from(d.as_millis() as u64));

@@ -181,6 +181,7 @@ impl SessionConfig {
             apps,
             ttl,
             wechat: Code2Session::new(endpoint, timeout),
+            verified: Default::default(),
         })
     }
 }

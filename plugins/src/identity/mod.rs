@@ -10,6 +10,7 @@
 //!   ([`login`], [`wechat`], [`token`]); `Authorization: Bearer <token>` then proves who the
 //!   caller is. Sources and platforms come from the User-Agent ([`ua`]).
 
+mod cache;
 mod config;
 pub mod login;
 pub mod token;
@@ -30,6 +31,7 @@ use http::{HeaderName, HeaderValue};
 use log::debug;
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
+use std::sync::Arc;
 use std::time::Duration;
 use token::{bearer, Claims, Invalid, Keys};
 use wechat::Code2Session;
@@ -52,6 +54,7 @@ pub struct SessionMode {
     keys: Keys,
     ttl: Duration,
     wechat: Code2Session,
+    verified: cache::TokenCache,
 }
 
 impl SessionMode {
@@ -64,7 +67,7 @@ impl SessionMode {
     }
 
     /// Who sent `req`: `Ok(None)` without a Bearer token, a 401 for a token that fails.
-    fn authenticate(&self, req: &RequestHeader, rid: &str) -> Result<Option<Identity>, Reply> {
+    fn authenticate(&self, req: &RequestHeader, rid: &str) -> Result<Option<Arc<Identity>>, Reply> {
         let all = req.headers.get_all(AUTHORIZATION);
         let mut tokens = all.iter().filter_map(|v| bearer(v.as_bytes()));
         let Some(token) = tokens.next() else {
@@ -78,7 +81,11 @@ impl SessionMode {
             ));
         }
         let token = std::str::from_utf8(token).unwrap_or("");
-        let claims = self.keys.verify(token, login::unix_now()).map_err(|why| {
+        let now = login::unix_now();
+        if let Some(id) = self.verified.get(token, now) {
+            return Ok(Some(id));
+        }
+        let claims = self.keys.verify(token, now).map_err(|why| {
             debug!("[{rid}] refused token: {}", why.as_str());
             Reply::error_with(
                 ErrorCode::Unauthenticated,
@@ -99,9 +106,10 @@ impl SessionMode {
             appid,
             openid,
             unionid,
+            exp,
             ..
         } = claims;
-        Ok(Some(Identity {
+        let mut id = Identity {
             appid,
             openid,
             unionid,
@@ -109,7 +117,13 @@ impl SessionMode {
                 Role::Owner => None,
                 Role::Shared => Some(self.owner().to_string()),
             },
-        }))
+            headers: Vec::new(),
+        };
+        // Verified ids are visible ASCII (`token::valid_id`), so these cannot fail.
+        id.headers = identity_headers(&id).map_err(|_| Reply::error(ErrorCode::SysErr))?;
+        let id = Arc::new(id);
+        self.verified.put(token, id.clone(), exp);
+        Ok(Some(id))
     }
 }
 
@@ -177,6 +191,7 @@ fn front_identity(req: &RequestHeader) -> Option<Identity> {
             openid,
             unionid: get(&X_WX_UNIONID),
             shared_from_owner: None,
+            headers: Vec::new(),
         });
     }
     let openid = get(&X_WX_FROM_OPENID)?;
@@ -185,39 +200,50 @@ fn front_identity(req: &RequestHeader) -> Option<Identity> {
         openid,
         unionid: get(&X_WX_FROM_UNIONID),
         shared_from_owner: Some(get(&X_WX_APPID).unwrap_or_default()),
+        headers: Vec::new(),
     })
 }
 
-fn set(up: &mut RequestHeader, name: &'static str, value: &str) -> Result<(), ()> {
-    let v = HeaderValue::from_str(value).map_err(|_| ())?;
-    up.insert_header(name, v).map_err(|_| ())
+fn value(v: &str) -> Result<HeaderValue, ()> {
+    HeaderValue::from_str(v).map_err(|_| ())
+}
+
+/// The headers of a verified identity (SPEC §5 table), except the User-Agent dependent ones.
+fn identity_headers(id: &Identity) -> Result<Vec<(&'static str, HeaderValue)>, ()> {
+    let mut h = Vec::with_capacity(4);
+    match &id.shared_from_owner {
+        None => {
+            h.push((wire::X_WX_OPENID, value(&id.openid)?));
+            h.push((wire::X_WX_APPID, value(&id.appid)?));
+            if let Some(u) = &id.unionid {
+                h.push((wire::X_WX_UNIONID, value(u)?));
+            }
+        }
+        Some(owner) => {
+            h.push((wire::X_WX_FROM_OPENID, value(&id.openid)?));
+            h.push((wire::X_WX_FROM_APPID, value(&id.appid)?));
+            if let Some(u) = &id.unionid {
+                h.push((wire::X_WX_FROM_UNIONID, value(u)?));
+            }
+            h.push((wire::X_WX_APPID, value(owner)?));
+        }
+    }
+    Ok(h)
 }
 
 /// Sets the headers of a verified identity.
 fn set_identity(up: &mut RequestHeader, id: &Identity, ua: &[u8]) -> Result<(), ()> {
-    match &id.shared_from_owner {
-        None => {
-            set(up, wire::X_WX_OPENID, &id.openid)?;
-            set(up, wire::X_WX_APPID, &id.appid)?;
-            if let Some(u) = &id.unionid {
-                set(up, wire::X_WX_UNIONID, u)?;
-            }
-        }
-        Some(owner) => {
-            set(up, wire::X_WX_FROM_OPENID, &id.openid)?;
-            set(up, wire::X_WX_FROM_APPID, &id.appid)?;
-            if let Some(u) = &id.unionid {
-                set(up, wire::X_WX_FROM_UNIONID, u)?;
-            }
-            set(up, wire::X_WX_APPID, owner)?;
-        }
+    for (name, v) in &id.headers {
+        up.insert_header(*name, v.clone()).map_err(|_| ())?;
     }
     let (source, platform) = ua::classify(ua);
     if let Some(s) = source {
-        set(up, wire::X_WX_SOURCE, s)?;
+        up.insert_header(wire::X_WX_SOURCE, HeaderValue::from_static(s))
+            .map_err(|_| ())?;
     }
     if let Some(p) = platform {
-        set(up, wire::X_WX_PLATFORM, p)?;
+        up.insert_header(wire::X_WX_PLATFORM, HeaderValue::from_static(p))
+            .map_err(|_| ())?;
     }
     Ok(())
 }
@@ -254,7 +280,7 @@ impl Plugin for IdentityPlugin {
                 }
             }
             Runtime::TrustedFront(_) if ctx.trusted_front => {
-                ctx.identity = front_identity(session.req_header());
+                ctx.identity = front_identity(session.req_header()).map(Arc::new);
             }
             Runtime::TrustedFront(_) | Runtime::None => {}
         }
@@ -274,8 +300,12 @@ impl Plugin for IdentityPlugin {
             }
             return Flow::Continue;
         }
-        for name in &TABLE {
-            up.remove_header(name);
+        // The runner stripped every client-sent `x-wx-*`; clear again only if something put one
+        // back (cheaper to look than to remove nine names).
+        if up.headers.keys().any(|k| crate::headers::is_wx(k.as_str())) {
+            for name in &TABLE {
+                up.remove_header(name);
+            }
         }
         let _ = up.insert_header(wire::X_WX_ENV, self.env.clone());
         let Some(id) = &ctx.identity else {
