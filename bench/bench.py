@@ -199,21 +199,21 @@ http {{
         proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
         proxy_set_header X-Real-IP $remote_addr;
         proxy_set_header X-Forwarded-Proto $scheme;
+        proxy_set_header X-Forwarded-Host $host;
         proxy_set_header X-Cloudbase-Request-Id $request_id;
         add_header X-Cloudbase-Request-Id $request_id always;
         add_header X-Cloudbase-Upstream-Status-Code $upstream_status always;
         add_header X-Cloudbase-Upstream-Timecost $upstream_response_time always;
         add_header X-Cloudbase-Upstream-Type Lighthouse always;
+        # HTTP access: the trigger prefix /api is replaced by / (nginx's idiomatic prefix strip,
+        # no regex); SDK calls (X-WX-SERVICE) go to a named location with the path unchanged.
         location /api/ {{
-            if ($http_x_wx_service) {{ set $sdk 1; }}
-            if ($sdk) {{ rewrite ^ /sdk$uri last; }}
-            rewrite ^/api(/.*)$ $1 break;
-            proxy_pass http://backend;
+            error_page 418 = @sdk;
+            if ($http_x_wx_service) {{ return 418; }}
+            proxy_pass http://backend/;
         }}
-        location /sdk/ {{
-            internal;
+        location @sdk {{
             if ($instance_ok = 0) {{ return 404; }}
-            rewrite ^/sdk(/.*)$ $1 break;
             proxy_pass http://backend;
         }}
     }}

@@ -1,7 +1,7 @@
 //! A minimal Pingora proxy: `upstream_peer` and nothing else. `bench/run` runs it beside
 //! anygate to show what anygate's plugin chain costs on top of Pingora itself.
 //!
-//! bare-proxy LISTEN UPSTREAM THREADS
+//! bare-proxy LISTEN UPSTREAM THREADS [WORK_STEALING]   (true or false, default true)
 
 use async_trait::async_trait;
 use pingora_core::server::configuration::{Opt, ServerConf};
@@ -44,8 +44,10 @@ fn main() {
         eprintln!("bare-proxy: UPSTREAM must be IP:port and THREADS a number");
         std::process::exit(2);
     };
+    let work_stealing = args.get(4).is_none_or(|v| v != "false");
     let conf = ServerConf {
         threads,
+        work_stealing,
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),

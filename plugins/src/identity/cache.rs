@@ -1,68 +1,86 @@
 //! Verified tokens, remembered: a client sends the same Bearer token on every request, and
 //! checking its HMAC each time is most of what the identity plugin costs. A token is looked up
-//! by its exact text; its expiry is checked on every hit. Bounded: a full shard is emptied.
+//! by its exact text; its expiry is checked on every hit.
+//!
+//! Each worker thread keeps its own map, so threads never contend for it (one shared map, even
+//! sharded, had two threads locking the same shard for the same token). Bounded: a thread's
+//! map for one cache is emptied when full, and all of it when caches of many config
+//! generations have come and gone.
 
 use crate::ctx::Identity;
 use ahash::RandomState;
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-const SHARDS: usize = 16;
-/// Tokens per shard before it is emptied (16 × 2048 ≈ 32k callers at most).
-const PER_SHARD: usize = 2048;
+/// Tokens one thread remembers per cache before emptying it.
+const PER_THREAD: usize = 8192;
+/// Caches (plugin instances, one per config generation) one thread keeps maps for.
+const CACHES_PER_THREAD: usize = 4;
 
-type Shard = HashMap<Box<str>, (Arc<Identity>, u64), RandomState>;
+type Tokens = HashMap<Box<str>, (Arc<Identity>, u64), RandomState>;
 
+thread_local! {
+    static LOCAL: RefCell<HashMap<u64, Tokens>> = RefCell::new(HashMap::new());
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// One plugin instance's cache: a new one (after a reload that rebuilt the plugin, e.g. with
+/// new keys) shares nothing with the old.
 pub struct TokenCache {
-    hasher: RandomState,
-    shards: Vec<Mutex<Shard>>,
+    id: u64,
 }
 
 impl Default for TokenCache {
     fn default() -> Self {
         TokenCache {
-            hasher: RandomState::new(),
-            shards: (0..SHARDS)
-                .map(|_| Mutex::new(HashMap::with_hasher(RandomState::new())))
-                .collect(),
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
         }
     }
 }
 
 impl TokenCache {
-    fn shard(&self, token: &str) -> &Mutex<Shard> {
-        let i = self.hasher.hash_one(token) as usize % SHARDS;
-        &self.shards[i]
-    }
-
     /// The identity of a token verified before and not expired at `now`.
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        match shard.get(token) {
-            Some((id, exp)) if now < *exp => Some(id.clone()),
-            Some(_) => {
-                shard.remove(token);
-                None
+        LOCAL.with(|local| {
+            let mut local = local.try_borrow_mut().ok()?;
+            let tokens = local.get_mut(&self.id)?;
+            match tokens.get(token) {
+                Some((id, exp)) if now < *exp => Some(id.clone()),
+                Some(_) => {
+                    tokens.remove(token);
+                    None
+                }
+                None => None,
             }
-            None => None,
-        }
+        })
     }
 
     /// Remembers a verified token until `exp` (Unix seconds).
     pub fn put(&self, token: &str, id: Arc<Identity>, exp: u64) {
-        let mut shard = self.shard(token).lock().unwrap_or_else(|e| e.into_inner());
-        if shard.len() >= PER_SHARD {
-            shard.clear();
-        }
-        shard.insert(token.into(), (id, exp));
+        LOCAL.with(|local| {
+            let Ok(mut local) = local.try_borrow_mut() else {
+                return;
+            };
+            if !local.contains_key(&self.id) && local.len() >= CACHES_PER_THREAD {
+                local.clear();
+            }
+            let tokens = local
+                .entry(self.id)
+                .or_insert_with(|| HashMap::with_hasher(RandomState::new()));
+            if tokens.len() >= PER_THREAD {
+                tokens.clear();
+            }
+            tokens.insert(token.into(), (id, exp));
+        })
     }
 
+    /// Tokens this thread remembers for this cache.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.lock().map(|s| s.len()).unwrap_or(0))
-            .sum()
+        LOCAL.with(|l| l.borrow().get(&self.id).map_or(0, HashMap::len))
     }
 }
 
@@ -91,11 +109,23 @@ mod tests {
     }
 
     #[test]
-    fn stays_bounded_with_many_callers() {
+    fn caches_share_nothing() {
+        let (a, b) = (TokenCache::default(), TokenCache::default());
+        a.put("tok", id("o1"), u64::MAX);
+        assert!(b.get("tok", 1).is_none());
+    }
+
+    #[test]
+    fn stays_bounded_with_many_callers_and_generations() {
         let c = TokenCache::default();
-        for i in 0..200_000 {
+        for i in 0..50_000 {
             c.put(&format!("token-{i}"), id("o"), u64::MAX);
         }
-        assert!(c.len() <= SHARDS * PER_SHARD, "{}", c.len());
+        assert!(c.len() <= PER_THREAD, "{}", c.len());
+        let old: Vec<TokenCache> = (0..10).map(|_| TokenCache::default()).collect();
+        for g in &old {
+            g.put("t", id("o"), u64::MAX);
+        }
+        LOCAL.with(|l| assert!(l.borrow().len() <= CACHES_PER_THREAD));
     }
 }
