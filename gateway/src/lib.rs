@@ -9,5 +9,6 @@ pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod snapshot;
+pub mod store;
 pub mod tls;
 pub mod token;

@@ -3,12 +3,14 @@
 
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
-use anygate_plugins::headers::{has_underscore, is_cloudbase, is_owned, is_wx, X_WX_SERVICE};
+use anygate_plugins::headers::{
+    has_underscore, is_cloudbase, is_owned, is_wx, remove_request_headers, remove_response_headers,
+    X_WX_SERVICE,
+};
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderName;
 use log::{error, warn};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
@@ -59,31 +61,15 @@ impl Drop for InFlight {
 /// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
 /// passed along, which a CGI-style backend would read as the real one).
 fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
-    let doomed: Vec<HeaderName> = req
-        .headers
-        .keys()
-        .filter(|n| {
-            let n = n.as_str();
-            is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
-        })
-        .cloned()
-        .collect();
-    for name in &doomed {
-        req.remove_header(name);
-    }
+    remove_request_headers(req, |n| {
+        let n = n.as_str();
+        is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
+    });
 }
 
 /// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
 fn strip_cloudbase(resp: &mut ResponseHeader) {
-    let doomed: Vec<HeaderName> = resp
-        .headers
-        .keys()
-        .filter(|n| is_cloudbase(n.as_str()))
-        .cloned()
-        .collect();
-    for name in &doomed {
-        resp.remove_header(name);
-    }
+    remove_response_headers(resp, |n| is_cloudbase(n.as_str()));
 }
 
 /// Ends the current phase with `reply`, to be written by `fail_to_proxy`.

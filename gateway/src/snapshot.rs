@@ -8,14 +8,15 @@ use anygate_plugins::routes::{
 };
 use anygate_plugins::telemetry::Telemetry;
 use anygate_plugins::{edge_chain, BuildCtx, Chain, Limits, PluginConfig};
-use arc_swap::ArcSwap;
 use http::HeaderValue;
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
+
+pub use crate::store::Store;
 
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "service.tcloudbase.com";
 
@@ -567,52 +568,6 @@ pub fn compile(
         telemetry: telemetry.clone(),
         tls,
     })
-}
-
-/// Holds the current snapshot and the reload bookkeeping.
-pub struct Store {
-    current: ArcSwap<Snapshot>,
-    pub reloads_ok: AtomicU64,
-    pub reloads_failed: AtomicU64,
-    /// Unix seconds of the last successful load.
-    pub last_success: AtomicU64,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-impl Store {
-    pub fn new(first: Snapshot) -> Store {
-        Store {
-            current: ArcSwap::from_pointee(first),
-            reloads_ok: AtomicU64::new(0),
-            reloads_failed: AtomicU64::new(0),
-            last_success: AtomicU64::new(unix_now()),
-        }
-    }
-
-    /// The snapshot a new request runs on.
-    pub fn load(&self) -> Arc<Snapshot> {
-        self.current.load_full()
-    }
-
-    pub fn generation(&self) -> u64 {
-        self.current.load().generation
-    }
-
-    /// Publishes a new snapshot in one step.
-    pub fn publish(&self, next: Snapshot) {
-        self.current.store(Arc::new(next));
-        self.reloads_ok.fetch_add(1, Ordering::Relaxed);
-        self.last_success.store(unix_now(), Ordering::Relaxed);
-    }
-
-    pub fn record_failure(&self) {
-        self.reloads_failed.fetch_add(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

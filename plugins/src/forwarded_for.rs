@@ -5,7 +5,8 @@
 
 use crate::ctx::Ctx;
 use crate::headers::{
-    has_underscore, is_forwarding, wire, X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO,
+    has_underscore, is_forwarding, remove_request_headers, wire, X_FORWARDED_FOR, X_FORWARDED_HOST,
+    X_FORWARDED_PROTO,
 };
 use crate::net::{canonical, parse_forwarded_entry, write_ip, Cidr, CidrSet};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -124,13 +125,7 @@ impl Plugin for ForwardedFor {
                     "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
                 )
         };
-        let doomed = |n: &HeaderName| is_forwarding(n.as_str()) && !keep(n);
-        if up.headers.keys().any(doomed) {
-            let drop: Vec<HeaderName> = up.headers.keys().filter(|n| doomed(n)).cloned().collect();
-            for name in &drop {
-                up.remove_header(name);
-            }
-        }
+        remove_request_headers(up, |n| is_forwarding(n.as_str()) && !keep(n));
         let mut buf = [0u8; 46];
         let peer_text = HeaderValue::from_str(write_ip(peer, &mut buf)).ok();
         if trusted {

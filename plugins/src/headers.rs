@@ -94,6 +94,28 @@ pub fn is_forwarding(name: &str) -> bool {
         || canonical_eq(name, "x-real-ip")
 }
 
+/// Removes every request header whose name matches `doomed` (the case map included).
+pub fn remove_request_headers(
+    req: &mut pingora_http::RequestHeader,
+    doomed: impl Fn(&HeaderName) -> bool,
+) {
+    let names: Vec<HeaderName> = req.headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in &names {
+        req.remove_header(name);
+    }
+}
+
+/// Removes every response header whose name matches `doomed` (the case map included).
+pub fn remove_response_headers(
+    resp: &mut pingora_http::ResponseHeader,
+    doomed: impl Fn(&HeaderName) -> bool,
+) {
+    let names: Vec<HeaderName> = resp.headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in &names {
+        resp.remove_header(name);
+    }
+}
+
 /// Whether `name` is written with `_` where `-` is meant (e.g. `x_forwarded_for`).
 pub fn has_underscore(name: &str) -> bool {
     name.as_bytes().contains(&b'_')
