@@ -35,6 +35,78 @@ fn every_sample_config_passes_check() {
     assert!(checked >= 3, "conf/anygate.yaml, edge.yaml, on-server.yaml");
 }
 
+/// SPEC §3's example config, word for word, except that the HTTPS listener and the domain's
+/// certificate are dropped (they need certificate files; tests/tls.rs covers them).
+const SPEC_EXAMPLE: &str = r#"env: test-1a2b3c                    # CloudBase environment id, sent as X-WX-ENV
+listen:
+  http: 0.0.0.0:80
+  https: 0.0.0.0:443                # optional; needs tls on the domains served
+  admin: 127.0.0.1:9091             # /metrics /healthz /readyz; never public by default
+server: { threads: 2 }              # optional Pingora tuning
+default_domain_suffix: service.tcloudbase.com   # default domain = <env>.<suffix>
+domains:                            # custom domains
+  - name: api.example.com
+    tls: { cert: certs/api.pem, key: certs/api.key }   # optional, PEM paths relative to the file
+instances:                          # cloud servers
+  - id: lhins-abc123
+    address: 10.0.0.5               # port 80 unless written host:port
+    upstream_type: Lighthouse       # optional; sent as X-Cloudbase-Upstream-Type
+    origin_secret_env: LHINS_ABC123_SECRET   # optional; sent as X-AnyService-Authorization
+routes:                             # HTTP access service
+  - domain: default                 # default | a custom domain name | "*"
+    path: /api                      # trigger path
+    instance: lhins-abc123
+    passthrough: false              # true keeps the trigger prefix; default strips it
+    auth: optional                  # optional | required (401 without a verified identity)
+limits: { max_sdk_body: 100KB, max_body: 10MB }
+timeouts: { connect: 3s, sdk: 15s, http: 60s }
+plugins:                            # the chain, in this order; omitted = the edge chain
+  - name: request_id
+  - name: firewall                  # optional
+    allow: [0.0.0.0/0, "::/0"]
+    deny: [203.0.113.0/24]
+  - name: identity
+    mode: session                   # session | trusted_front | none
+    trusted_fronts: [10.0.0.0/8]    # trusted_front mode
+    session:                        # session mode, §5
+      apps:
+        - { appid: wx1234567890abcdef, secret_env: WX_SECRET_OWNER, role: owner }
+        - { appid: wxfedcba0987654321, secret_env: WX_SECRET_SHARED, role: shared }
+      code2session_url: https://api.weixin.qq.com/sns/jscode2session
+      token_keys_env: ANYGATE_TOKEN_KEYS   # comma-separated keys; the first signs
+      token_ttl: 2h
+  - name: rate_limit                # optional; per openid, else per client IP
+    per_second: 100
+  - name: routing
+  - name: forwarded_for
+    trusted_proxies: [127.0.0.1/32]
+  - name: upstream_info
+  - name: access_log
+    path: stdout                    # or a file path
+    include_openid: false
+  - name: metrics
+"#;
+
+#[test]
+fn the_spec_example_config_passes_check() {
+    let yaml = SPEC_EXAMPLE
+        .replace("  https: 0.0.0.0:443                # optional; needs tls on the domains served\n", "")
+        .replace("    tls: { cert: certs/api.pem, key: certs/api.key }   # optional, PEM paths relative to the file\n", "");
+    assert_ne!(
+        yaml, SPEC_EXAMPLE,
+        "the two lines to drop are still in the example"
+    );
+    let secrets = [
+        ("WX_SECRET_OWNER", "owner-secret"),
+        ("WX_SECRET_SHARED", "shared-secret"),
+        ("LHINS_ABC123_SECRET", "origin-secret"),
+        ("ANYGATE_TOKEN_KEYS", "0123456789abcdef0123456789abcdef0123"),
+    ];
+    let (code, out, err) = common::gateway::check_with_env(&yaml, &secrets);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("1 instances, 1 routes"), "{out}");
+}
+
 const GOOD: &str = r#"env: test-env
 listen: { http: "127.0.0.1:8080" }
 domains:

@@ -61,10 +61,8 @@ fn each_bad_identity_setting_fails_at_its_key() {
         ("bad token_ttl", s("      token_keys_env", "      token_ttl: two hours\n      token_keys_env"), ENV, 12, 18, "invalid duration"),
         ("unknown session key", s("      token_keys_env", "      token_key: X\n      token_keys_env"), ENV, 12, 7, "unknown field `token_key`"),
         ("bad role", s("role: shared", "role: guest"), ENV, 11, 47, "unknown variant `guest`"),
-        ("session without session mode", s("mode: session", "mode: none"), ENV, 9, 7, "only used with `mode: session`"),
         ("session mode without session", with("  - name: identity\n    mode: session\n  - name: routing\n"), ENV, 7, 11, "needs a `session:`"),
         ("trusted_front without fronts", with("  - name: identity\n    mode: trusted_front\n  - name: routing\n"), ENV, 7, 11, "needs `trusted_fronts"),
-        ("fronts without trusted_front", with("  - name: identity\n    mode: none\n    trusted_fronts: [10.0.0.0/8]\n  - name: routing\n"), ENV, 8, 21, "only used with `mode: trusted_front`"),
         ("missing mode", with("  - name: identity\n  - name: routing\n"), ENV, 6, 9, "missing field `mode`"),
         ("auth required without a verifying identity", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: \"*\", path: /, instance: a, auth: required }\n".to_string(), ENV, 5, 48, "`auth: required` needs the `identity` plugin"),
     ];

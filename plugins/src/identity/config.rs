@@ -190,17 +190,15 @@ impl Config {
     pub fn build(&self, cx: &BuildCtx) -> Result<IdentityPlugin, PluginError> {
         let env = HeaderValue::from_str(cx.env)
             .map_err(|_| PluginError::new("mode", "`env` cannot be sent as a header"))?;
+        // SPEC §3 shows every key of every mode in one block; the other modes' keys are
+        // accepted (their values still checked by the schema) and ignored, with a warning.
         if self.mode != Mode::TrustedFront && !self.trusted_fronts.is_empty() {
-            return Err(PluginError::new(
-                "trusted_fronts",
-                "`trusted_fronts` is only used with `mode: trusted_front`",
-            ));
+            log::warn!(
+                "identity: `trusted_fronts` is only used with `mode: trusted_front`; ignored"
+            );
         }
         if self.mode != Mode::Session && self.session.is_some() {
-            return Err(PluginError::new(
-                "session",
-                "`session` is only used with `mode: session`",
-            ));
+            log::warn!("identity: `session` is only used with `mode: session`; ignored");
         }
         let mode = match self.mode {
             Mode::None => Runtime::None,
