@@ -151,6 +151,10 @@ fn rate_limit_admits_exactly_the_burst_then_429_with_retry_after() {
         assert_eq!(statuses, [200, 200, 200, 429], "took {took:?}");
         assert_error(&last, 429, "EXCEED_RATELIMIT");
         assert_eq!(last.header("Retry-After"), Some("1"));
+        assert!(
+            last.headers.iter().any(|(k, _)| k == "Retry-After"),
+            "canonical wire case"
+        );
         // Another route is another bucket; another client too.
         assert_eq!(burst(&gw, ip, "/b/x", 1).0, [200]);
         assert_eq!(burst(&gw, v4(20 + attempt), "/a/x", 1).0, [200]);

@@ -4,7 +4,7 @@ use crate::ctx::Ctx;
 use crate::error::ErrorCode;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::borrow::Cow;
@@ -57,7 +57,8 @@ pub enum Reply {
     Error {
         code: ErrorCode,
         message: Option<Cow<'static, str>>,
-        headers: Vec<(HeaderName, HeaderValue)>,
+        /// Extra headers, by their wire name (e.g. `"Retry-After"`).
+        headers: Vec<(&'static str, HeaderValue)>,
     },
     /// Any other response (e.g. the login answer).
     Response {
@@ -84,7 +85,7 @@ impl Reply {
     }
 
     /// Adds a header to an error reply (e.g. `Retry-After`).
-    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Reply {
+    pub fn with_header(mut self, name: &'static str, value: HeaderValue) -> Reply {
         match &mut self {
             Reply::Error { headers, .. } => headers.push((name, value)),
             Reply::Response { header, .. } => {

@@ -22,7 +22,7 @@ use governor::nanos::Nanos;
 use governor::state::keyed::{DashMapStateStore, ShrinkableKeyedStateStore};
 use governor::state::StateStore;
 use governor::{Quota, RateLimiter};
-use http::{HeaderName, HeaderValue};
+use http::HeaderValue;
 use log::warn;
 use pingora_proxy::Session;
 use serde::Deserialize;
@@ -232,8 +232,6 @@ pub fn key_for(ctx: &Ctx, per_route: bool) -> Option<Key> {
     Some(Key { who, route })
 }
 
-const RETRY_AFTER: HeaderName = HeaderName::from_static("retry-after");
-
 #[async_trait]
 impl Plugin for RateLimit {
     fn name(&self) -> &'static str {
@@ -253,7 +251,7 @@ impl Plugin for RateLimit {
             Ok(()) => Flow::Continue,
             Err(wait) => Flow::Reply(
                 Reply::error(ErrorCode::ExceedRatelimit)
-                    .with_header(RETRY_AFTER, HeaderValue::from(retry_after(wait))),
+                    .with_header("Retry-After", HeaderValue::from(retry_after(wait))),
             ),
         }
     }

@@ -8,7 +8,7 @@ use crate::ctx::Ctx;
 use crate::error::ErrorCode;
 use crate::plugin::Reply;
 use bytes::Bytes;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
 use log::{debug, error, warn};
 use pingora_http::ResponseHeader;
@@ -90,7 +90,7 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
 pub async fn handle(mode: &SessionMode, session: &mut Session, ctx: &mut Ctx) -> Reply {
     if session.req_header().method != Method::POST {
         return bad("use POST for /.anygate/login")
-            .with_header(ALLOW, HeaderValue::from_static("POST"));
+            .with_header("Allow", HeaderValue::from_static("POST"));
     }
     let body = match read_body(session).await {
         Ok(b) => b,
