@@ -102,6 +102,11 @@ export interface InitOptions {
    * without `X-Vm-Service` go to it. Without it, calls without `X-WX-SERVICE` are HTTP access.
    */
   instance?: string
+  /**
+   * WeChat Cloud Run service names to instances: a call with `X-WX-SERVICE: <name>` listed here
+   * is sent as `X-WX-SERVICE: tcbanyservice` + `X-Vm-Service: <instance>`.
+   */
+  services?: Record<string, string>
   /** false: never log in (a gateway without session login); calls go anonymous. */
   login?: boolean
   /**

@@ -383,7 +383,8 @@ const OWN_OPTIONS = { config: 1, path: 1, success: 1, fail: 1, complete: 1, head
 /**
  * Creates a client. `baseUrl` is the gateway (`https://api.example.com`); `appid` defaults to
  * the running Mini Program's; `env` (optional) must match each call's `config.env` when both
- * are given; `instance` (optional) makes calls without `X-WX-SERVICE` SDK calls to that instance.
+ * are given; `instance` (optional) makes calls without `X-WX-SERVICE` SDK calls to that instance;
+ * `services` (optional) maps WeChat Cloud Run service names in `X-WX-SERVICE` to instances.
  */
 export function init(options) {
   const opts = options || {}
@@ -420,16 +421,26 @@ export function init(options) {
   }
   const env = opts.env
   const instance = opts.instance
+  const services = opts.services || {}
 
   function buildHeader(given) {
     const header = {}
-    let service, vm
+    let service, serviceKey, vm
     for (const k in given) {
       if (!has(given, k)) continue
       header[k] = given[k]
       const lower = k.toLowerCase()
-      if (lower === 'x-wx-service') service = given[k]
-      else if (lower === 'x-vm-service' || lower === 'x-anyservice-name') vm = given[k]
+      if (lower === 'x-wx-service') {
+        service = given[k]
+        serviceKey = k
+      } else if (lower === 'x-vm-service' || lower === 'x-anyservice-name') {
+        vm = given[k]
+      }
+    }
+    // A WeChat Cloud Run service name becomes an SDK call to the instance it is mapped to.
+    if (service !== undefined && has(services, service)) {
+      header[serviceKey] = 'tcbanyservice'
+      if (vm === undefined) vm = header['X-Vm-Service'] = services[service]
     }
     if (instance) {
       if (service === undefined) header['X-WX-SERVICE'] = 'tcbanyservice'

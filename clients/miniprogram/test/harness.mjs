@@ -235,6 +235,8 @@ plugins:
   - name: routing
   - name: forwarded_for
   - name: upstream_info
+  - name: access_log
+    path: stdout
 `
 }
 
@@ -262,6 +264,8 @@ export async function startGateway(render) {
       baseUrl: `http://127.0.0.1:${port}`,
       dir,
       logs: () => proc.logs(),
+      /** The access log (the gateway's stdout). */
+      accessLog: () => (existsSync(proc.out) ? readFileSync(proc.out, 'utf8') : ''),
       reconfigure(text) {
         writeFileSync(config, text)
         proc.signal('SIGHUP')

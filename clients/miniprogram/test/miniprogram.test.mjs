@@ -113,6 +113,19 @@ describe('routing', () => {
     assert.equal(apiCalls(wx)[1].header['X-Vm-Service'], undefined, 'no second X-Vm-Service added')
   })
 
+  test('init({services}) turns a WeChat Cloud Run service name into an SDK call to its instance', async () => {
+    const { cloud, wx } = await app({ services: { 'hello-world': 'lhins-echo' } })
+    const res = await cloud.callContainer({ path: '/api/hello', header: { 'X-WX-SERVICE': 'hello-world' } })
+    assert.equal(res.data.path, '/api/hello', 'SDK call: path kept')
+    assert.equal(res.data.headers['x-wx-openid'], 'o-alice')
+    const sent = apiCalls(wx)[0].header
+    assert.equal(sent['X-WX-SERVICE'], 'tcbanyservice')
+    assert.equal(sent['X-Vm-Service'], 'lhins-echo')
+    // A name that is not mapped goes as written: anygate knows no such service.
+    const err = await rejection(cloud.callContainer({ path: '/api/x', header: { 'X-WX-SERVICE': 'other' } }))
+    assert.equal(err.code, 'SERVICE_NOT_FOUND')
+  })
+
   test('a call without X-WX-SERVICE is HTTP access: trigger path stripped, GET data as the query', async () => {
     const { cloud } = await app()
     const res = await cloud.callContainer({ path: '/api/user/info', data: { q: 'a b', n: 1 } })
@@ -277,11 +290,17 @@ describe('errors', () => {
       [{ path: '/node/hang' }, 'SERVICE_TIMEOUT', 102002, 504],
       [{ header: { ...SDK, 'X-Vm-Service': 'lhins-down' }, path: '/x' }, 'REQUEST_SERVICE_FAILED', -501001, 502],
     ]
+    const ids = []
     for (const [options, code, errCode, statusCode] of cases) {
       const err = await rejection(cloud.callContainer(options))
       assertGatewayError(err, { code, errCode, statusCode }, wx)
       assert.equal(err.header['x-cloudbase-upstream-status-code'], '-')
+      ids.push([err.requestId, code])
     }
+    // The id in the error is the one the gateway logged: a bug report leads to the log line.
+    const logged = () => world.gw.accessLog().split('\n').filter(Boolean).map((l) => JSON.parse(l))
+    await waitFor('the access log lines', () => ids.every(([id]) => logged().some((l) => l.request_id === id)), 5000)
+    for (const [id, code] of ids) assert.equal(logged().find((l) => l.request_id === id).error, code)
   })
 
   test("an instance's own error status resolves like wx.request, even with an anygate-like body", async () => {

@@ -6,7 +6,7 @@ interface User {
   openid: string
 }
 
-const cloud = init({ baseUrl: 'https://api.example.com', env: 'test-1a2b3c', instance: 'lhins-abc123' })
+const cloud = init({ baseUrl: 'https://api.example.com', env: 'test-1a2b3c', instance: 'lhins-abc123', services: { 'hello-world': 'lhins-abc123' } })
 
 async function promiseStyle(): Promise<string> {
   const res = await cloud.callContainer<User>({
