@@ -9,6 +9,8 @@ const OK_MSG = 'cloud.callContainer:ok'
 const FAIL_MSG = 'cloud.callContainer:fail'
 /** A token is renewed this long before it expires: a tenth of its lifetime, at most 5 min. */
 const EARLY_MAX_MS = 5 * 60 * 1000
+/** How long wx.login may take (its own option). */
+const LOGIN_TIMEOUT_MS = 10000
 /** wx.request's own default timeout. */
 const DEFAULT_TIMEOUT_MS = 60000
 
@@ -229,6 +231,7 @@ function fetchTransport(fetchFn) {
 function wxLogin(wxApi) {
   return new Promise(function (resolve, reject) {
     wxApi.login({
+      timeout: LOGIN_TIMEOUT_MS,
       success: function (res) {
         if (res && res.code) resolve(res.code)
         else reject(makeError('WX_LOGIN_FAILED', (res && res.errMsg) || 'wx.login gave no code'))
@@ -352,7 +355,9 @@ function pageTokens(getToken) {
     token: function () {
       const r = refresh
       refresh = false
-      return Promise.resolve(getToken({ refresh: r })).then(function (t) {
+      return new Promise(function (resolve) {
+        resolve(getToken({ refresh: r })) // a throwing getToken rejects the call
+      }).then(function (t) {
         return t ? String(t) : null
       })
     },

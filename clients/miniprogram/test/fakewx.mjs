@@ -33,14 +33,17 @@ export function makeWx({ wechat, appid, user = 'alice' }) {
     getStorageSync: (k) => (storage.has(k) ? structuredClone(storage.get(k)) : ''),
     setStorageSync: (k, v) => void storage.set(k, structuredClone(v)),
     removeStorageSync: (k) => void storage.delete(k),
+    /** Set to make wx.login fail (no network, the user's WeChat refusing). */
+    loginFails: false,
     login({ success, fail, complete }) {
       wx.logins++
-      const res = { code: wechat.issue(wx.user), errMsg: 'login:ok' }
+      const ok = !wx.loginFails
+      const res = ok ? { code: wechat.issue(wx.user), errMsg: 'login:ok' } : { errMsg: 'login:fail timeout' }
       setTimeout(() => {
-        success && success(res)
+        if (ok) success && success(res)
+        else fail && fail(res)
         complete && complete(res)
       }, 0)
-      void fail
     },
     request(opts) {
       const o = { method: 'GET', dataType: 'json', responseType: 'text', header: {}, ...opts }

@@ -98,6 +98,11 @@ test('UNAUTHENTICATED asks getToken({refresh: true}) once and retries once', asy
   assert.deepEqual(asked, [{ refresh: false }, { refresh: true }])
   assert.equal(sent.length - mark, 2)
 
+  // A getToken that throws fails the call (it does not throw from callContainer).
+  const broken = init({ baseUrl: world.baseUrl, getToken: () => { throw new Error('no session') } })
+  const thrown = await rejection(broken.callContainer({ path: '/api/x' }))
+  assert.equal(thrown.message, 'no session')
+
   // A getToken that only has bad tokens: the call fails after one retry.
   const bad = init({ baseUrl: world.baseUrl, getToken: () => 'v1.bad.token' })
   const before = sent.length

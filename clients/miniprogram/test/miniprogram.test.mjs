@@ -271,6 +271,21 @@ describe('login and tokens', () => {
     assert.equal(apiCalls(wx).length, 0, 'no call without a token')
   })
 
+  test('a failed wx.login fails the call with WX_LOGIN_FAILED; the next call tries again', async () => {
+    const wx = makeWx({ wechat: world.wechat, appid: OWNER })
+    wx.loginFails = true
+    const { cloud } = await app({}, wx)
+    const err = await rejection(cloud.callContainer({ path: '/api/x' }))
+    assert.equal(err.code, 'WX_LOGIN_FAILED')
+    assert.equal(err.errCode, -1)
+    assert.match(err.errMsg, /login:fail timeout/)
+    assert.equal(wx.log.length, 0)
+    wx.loginFails = false
+    const res = await cloud.callContainer({ path: '/api/x' })
+    assert.equal(res.data.headers['x-wx-openid'], 'o-alice')
+    assert.equal(wx.logins, 2)
+  })
+
   test('the appid defaults to the running Mini Program (wx.getAccountInfoSync)', async () => {
     const mod = await freshModule()
     globalThis.wx = makeWx({ wechat: world.wechat, appid: OWNER })
