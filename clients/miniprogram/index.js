@@ -366,21 +366,22 @@ function pageTokens(getToken) {
     invalidate: function () {
       refresh = true
     },
-    info: function () {
-      return null
-    },
+    info: nothing,
     retry: true,
   }
 }
 
+function nothing() {
+  return null
+}
+
+/** No login (no wx.login, or login: false): every call goes without a token. */
 const anonymous = {
   token: function () {
     return Promise.resolve(null)
   },
-  invalidate: function () {},
-  info: function () {
-    return null
-  },
+  invalidate: nothing,
+  info: nothing,
   retry: false,
 }
 

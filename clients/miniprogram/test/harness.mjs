@@ -213,7 +213,7 @@ export function gatewayConfig({ port, echo, node, down, wechat, keysEnv = 'KEYS_
 env: test-env
 listen: { http: "127.0.0.1:${port}" }
 server: { threads: 1 }
-timeouts: { sdk: 400ms, http: 400ms }
+timeouts: { sdk: 800ms, http: 800ms }   # a client timeout of 100ms fires well before
 instances:
   - { id: lhins-echo, address: "${echo}" }
   - { id: lhins-node, address: "${node}" }
