@@ -65,6 +65,23 @@ export async function waitFor(what, cond, deadlineMs = START_DEADLINE_MS) {
   }
 }
 
+/** Every process started here, killed if this process ends without stopping them. */
+const children = new Set()
+const dirs = new Set()
+function killChildren() {
+  for (const c of children) c.kill('SIGKILL')
+  children.clear()
+  for (const d of dirs) rmSync(d, { recursive: true, force: true })
+  dirs.clear()
+}
+process.on('exit', killChildren)
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killChildren()
+    process.kill(process.pid, sig)
+  })
+}
+
 /** A child process with its output in files, stopped by `stop()`. */
 class Proc {
   constructor(name, args, env, dir) {
@@ -82,8 +99,10 @@ class Proc {
     closeSync(o)
     closeSync(e)
     this.exited = false
+    children.add(this.child)
     this.child.on('exit', () => {
       this.exited = true
+      children.delete(this.child)
     })
   }
 
@@ -113,7 +132,9 @@ class Proc {
 }
 
 function tempDir() {
-  return mkdtempSync(join(tmpdir(), 'anygate-miniprogram-'))
+  const dir = mkdtempSync(join(tmpdir(), 'anygate-miniprogram-'))
+  dirs.add(dir)
+  return dir
 }
 
 /** `anygate echo` on a free port. */
