@@ -4,18 +4,36 @@
 use crate::admin::Admin;
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
+use crate::front::Front;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
 use anygate_plugins::telemetry::Telemetry;
 use log::{error, info, warn};
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
 use std::path::Path;
 use std::sync::Arc;
+
+/// Plain client connections: no L4 read buffer (Pingora's default is 64 KB per connection,
+/// held for the connection's whole life): the front and Pingora's HTTP/1 session read into
+/// their own buffers, sized to the request. Writes keep Pingora's one-segment buffer, so a
+/// response header and a small body leave in one write.
+const PLAIN_L4_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(0),
+    write: None,
+};
+
+/// TLS client connections: OpenSSL reads records in small pieces, so a read buffer saves
+/// system calls, but one the size of a record is enough.
+const TLS_L4_BUFFERS: L4BufferSettings = L4BufferSettings {
+    read: Some(17 * 1024),
+    write: None,
+};
 
 /// Process-level switches from the command line (Pingora's `-d`, `-u`, `-t`).
 #[derive(Clone, Copy, Debug, Default)]
@@ -116,19 +134,20 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
-    let mut proxy = pingora_proxy::http_proxy_service_with_name(
-        &server.configuration,
-        Gateway::new(store.clone()),
-        "anygate",
-    );
+    let gateway = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+    let mut proxy = Service::new("anygate".to_string(), Front::new(gateway, store.clone()));
     if let Some(addr) = listeners.http {
-        proxy.add_tcp(&addr.to_string());
+        proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(PLAIN_L4_BUFFERS));
         info!("listening for HTTP on {addr}");
     }
     if let Some(addr) = listeners.https {
         match crate::tls::listener_settings(store.clone()) {
             Ok(settings) => {
-                proxy.add_tls_with_settings(&addr.to_string(), None, settings);
+                proxy.add_listener(
+                    ListenerConfig::tcp(addr.to_string())
+                        .tls(settings)
+                        .l4_buffer(TLS_L4_BUFFERS),
+                );
                 info!("listening for HTTPS on {addr} (certificates by SNI, HTTP/2 by ALPN)");
             }
             Err(e) => {

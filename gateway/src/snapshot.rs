@@ -52,6 +52,8 @@ pub struct Snapshot {
     pub plugin_configs: Vec<PluginConfig>,
     pub limits: Limits,
     pub timeouts: Timeouts,
+    /// How client connections wait for their request headers.
+    pub front: crate::front::FrontSettings,
     /// The process's metrics, the same for every generation.
     pub telemetry: Arc<Telemetry>,
     /// Certificates by SNI and the `force_https` redirect.
@@ -311,10 +313,13 @@ pub fn compile(
     };
     let tv = &file.timeouts.value;
     let mut timeouts = Timeouts::default();
+    let mut front = crate::front::FrontSettings::default();
     for (key, v, slot) in [
         ("connect", tv.connect, &mut timeouts.connect),
         ("sdk", tv.sdk, &mut timeouts.sdk),
         ("http", tv.http, &mut timeouts.http),
+        ("client_header", tv.client_header, &mut front.client_header),
+        ("keepalive", tv.keepalive, &mut front.keepalive),
     ] {
         if let Some(d) = v {
             if d.0.is_zero() {
@@ -565,6 +570,7 @@ pub fn compile(
         plugin_configs,
         limits,
         timeouts,
+        front,
         telemetry: telemetry.clone(),
         tls,
     })

@@ -37,6 +37,12 @@ impl Store {
         self.current.load_full()
     }
 
+    /// How client connections wait for requests now (read once per request, without taking a
+    /// reference on the snapshot).
+    pub fn front_settings(&self) -> crate::front::FrontSettings {
+        self.current.load().front
+    }
+
     pub fn generation(&self) -> u64 {
         self.current.load().generation
     }

@@ -107,4 +107,8 @@ pub struct Timeouts {
     pub connect: Option<Dur>,
     pub sdk: Option<Dur>,
     pub http: Option<Dur>,
+    /// A client's whole request header, from its first byte to its end.
+    pub client_header: Option<Dur>,
+    /// An idle keep-alive client connection, between two requests.
+    pub keepalive: Option<Dur>,
 }

@@ -1,0 +1,168 @@
+#!/usr/bin/env python3
+"""The deterministic performance gate: instructions per request of the full edge chain,
+counted by `valgrind --tool=callgrind`, checked against the budget in bench/budget.txt.
+
+Wall-clock figures move by ±20% on a shared machine; an instruction count does not (same
+binary, same inputs). Each scenario runs the proxy under callgrind twice, with a few and with
+many requests on one keep-alive connection, and divides the difference by the difference in
+requests: start-up, the first connection to the backend and the first token verification
+cancel out. The bare Pingora proxy is counted too, for reference (no budget).
+
+    bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
+        [--check bench/budget.txt] [--out FILE]
+
+Exits 1 when a scenario costs more than its budget (with --check), 0 otherwise.
+"""
+
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import bench  # noqa: E402  (the benchmark's servers, configs and token)
+
+FEW, MANY = 50, 550
+
+
+def request(path, headers):
+    lines = [f"GET {path} HTTP/1.1"] + headers + ["", ""]
+    return "\r\n".join(lines).encode()
+
+
+def send_sequential(port, raw, n):
+    """n requests, one after the other, on one keep-alive connection; each answer read whole."""
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as s:
+        for _ in range(n):
+            s.sendall(raw)
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the proxy closed the connection")
+                buf += chunk
+            head, _, body = buf.partition(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected answer: {head[:200]!r}")
+            m = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+            want = int(m.group(1)) if m else 0
+            while len(body) < want:
+                chunk = s.recv(65536)
+                if not chunk:
+                    raise RuntimeError("the proxy closed the connection mid-body")
+                body += chunk
+
+
+def count(cmd, port, raw, n, workdir, env, tag):
+    """Total instructions of `cmd` under callgrind, serving n requests."""
+    out = os.path.join(workdir, f"callgrind.{tag}.{n}.out")
+    full = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
+            "--collect-jumps=no"] + cmd
+    log = open(os.path.join(workdir, f"callgrind.{tag}.{n}.log"), "wb")
+    proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env),
+                            start_new_session=True)
+    try:
+        bench.wait_port(port, proc, timeout=180)
+        send_sequential(port, raw, n)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()
+    total = 0
+    with open(out) as f:
+        for line in f:
+            if line.startswith("summary:") or line.startswith("totals:"):
+                total = max(total, int(line.split()[1]))
+    if not total:
+        raise RuntimeError(f"no instruction total in {out}")
+    return total
+
+
+def per_request(cmd_for_port, raw, workdir, env, tag):
+    counts = []
+    for n in (FEW, MANY):
+        port = bench.free_port()
+        counts.append(count(cmd_for_port(port), port, raw, n, workdir, env, tag))
+    return (counts[1] - counts[0]) / (MANY - FEW)
+
+
+def read_budget(path):
+    budget = {}
+    with open(path) as f:
+        for line in f:
+            line = line.split("#", 1)[0].strip()
+            if line:
+                name, value = line.split()
+                budget[name] = int(value)
+    return budget
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--anygate", required=True)
+    ap.add_argument("--bare", required=True)
+    ap.add_argument("--check", help="budget file: fail when a scenario costs more")
+    ap.add_argument("--out", help="write the figures to this file (markdown)")
+    args = ap.parse_args()
+
+    workdir = tempfile.mkdtemp(prefix="anygate-callgrind-")
+    backend_port = bench.free_port()
+    backend = bench.start_nginx("nginx-backend", bench.NGINX_BACKEND, workdir, port=backend_port)
+    addr = f"127.0.0.1:{backend_port}"
+    env = {"BENCH_TOKEN_KEYS": bench.TOKEN_KEYS, "BENCH_WX_SECRET": "bench-secret", "RUST_LOG": "warn"}
+    try:
+        token = bench.mint_token(args.anygate, workdir, bench.free_port(), addr)
+        http = [f"Host: {bench.HOST}", f"Authorization: Bearer {token}", "User-Agent: callgrind"]
+        sdk = http + ["X-WX-SERVICE: tcbanyservice", "X-Vm-Service: lhins-bench"]
+
+        def anygate(port):
+            cfg = os.path.join(workdir, f"anygate-{port}.yaml")
+            with open(cfg, "w") as f:
+                f.write(bench.anygate_config(port, addr, 1, workdir, 1))
+            return [args.anygate, "run", "--no-watch", "-c", cfg]
+
+        def bare(port):
+            return [args.bare, f"127.0.0.1:{port}", addr, "1"]
+
+        scenarios = [
+            ("http", anygate, request("/api/hello", http)),
+            ("sdk", anygate, request("/api/hello", sdk)),
+            ("bare-pingora", bare, request("/api/hello", http)),
+        ]
+        results = {}
+        for name, cmd, raw in scenarios:
+            results[name] = per_request(cmd, raw, workdir, env, name)
+            print(f"{name:14} {results[name]:10.0f} instructions per request", flush=True)
+    finally:
+        backend.stop()
+
+    budget = read_budget(args.check) if args.check else {}
+    failed = [n for n, b in budget.items() if n in results and results[n] > b]
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write("| scenario | instructions per request | budget |\n|---|---|---|\n")
+            for n, v in results.items():
+                f.write(f"| {n} | {v:.0f} | {budget.get(n, '-')} |\n")
+    for n in budget:
+        if n in results:
+            verdict = "OVER BUDGET" if n in failed else "ok"
+            print(f"budget {n}: {results[n]:.0f} of {budget[n]} ({results[n] / budget[n]:.1%}) {verdict}")
+    if failed:
+        print("callgrind gate: the hot path got more expensive than bench/budget.txt allows. "
+              "Make it cheaper, or raise the budget in the same commit and say why.", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
