@@ -70,7 +70,7 @@ pub(super) fn instance_address(e: &mut Errors, mark: Mark, s: &str) -> Option<So
         Err(msg) if e.purpose == Purpose::Check => {
             e.warn(
                 mark,
-                format!("{msg} on this machine (`run` resolves it at start and on every reload, and refuses the config if it still fails)"),
+                format!("{msg} (here; `run` resolves names at start and on every reload, and refuses a config whose names do not resolve)"),
             );
             Some(SocketAddr::new(
                 std::net::Ipv4Addr::UNSPECIFIED.into(),
