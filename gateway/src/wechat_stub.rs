@@ -54,7 +54,10 @@ impl ServeHttp for WechatStub {
         let (status, body) = if req.uri.path() == PATH {
             let query = req.uri.query().unwrap_or("");
             let who = answer(query);
-            log::info!("wechat-stub: {}", who);
+            match who.get("openid") {
+                Some(openid) => log::info!("wechat-stub: logged in as {openid}"),
+                None => log::info!("wechat-stub: refused: {}", who["errmsg"]),
+            }
             (StatusCode::OK, who)
         } else {
             (
