@@ -200,7 +200,7 @@ fn the_link_checker_finds_broken_links() {
 /// `tests/deploy.rs`, or any `NAME.md`.
 fn named_files(text: &str) -> Vec<String> {
     const TOP: &[&str] = &[
-        "docs/", "conf/", "tests/", "gateway/", "plugins/", "bench/", "deploy/", ".ci/",
+        "docs/", "conf/", "tests/", "gateway/", "plugins/", "bench/", "deploy/", ".ci/", "clients/",
     ];
     let mut out = Vec::new();
     for word in text.split(|c: char| c.is_whitespace() || "()[]<>\"'`,;|".contains(c)) {
