@@ -141,6 +141,9 @@ pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// A secret sent as a header. `env` is the compile's lookup, which answers a stand-in for an
+/// unset variable (reported by `check::compile_with`), so only a value a header cannot carry
+/// is an error here.
 fn secret(e: &mut Errors, env: EnvLookup, var: &str, mark: Mark) -> Option<HeaderValue> {
     match env(var) {
         Some(v) if !v.is_empty() => match HeaderValue::from_str(&v) {
