@@ -12,3 +12,4 @@ pub mod snapshot;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod wechat_stub;
