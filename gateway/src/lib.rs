@@ -10,5 +10,6 @@ pub mod reply;
 pub mod server;
 pub mod snapshot;
 pub mod store;
+pub mod streams;
 pub mod tls;
 pub mod token;

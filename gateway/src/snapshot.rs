@@ -56,6 +56,8 @@ pub struct Snapshot {
     pub telemetry: Arc<Telemetry>,
     /// Certificates by SNI and the `force_https` redirect.
     pub tls: crate::tls::Tls,
+    /// TCP passthrough (SPEC §14).
+    pub streams: crate::streams::Streams,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -388,6 +390,15 @@ pub fn compile(
         )));
     }
 
+    let instance_addrs = instances.iter().map(|i| (i.id.clone(), i.addr)).collect();
+    let streams = crate::streams::compile(
+        file,
+        &listeners,
+        &instance_addrs,
+        timeouts.connect,
+        &mut e.list,
+    );
+
     // Routes.
     let mut specs = Vec::new();
     let mut seen: HashMap<(DomainKey, String), Mark> = HashMap::new();
@@ -567,6 +578,7 @@ pub fn compile(
         timeouts,
         telemetry: telemetry.clone(),
         tls,
+        streams,
     })
 }
 
