@@ -130,8 +130,12 @@ fn check(conf: PathBuf) -> ExitCode {
     };
     match server::load_snapshot(&conf, &telemetry) {
         Ok(snap) => {
+            let streams = match snap.streams.len() {
+                0 => String::new(),
+                n => format!(", {n} streams"),
+            };
             println!(
-                "{}: ok (chain: {}; {} instances, {} routes)",
+                "{}: ok (chain: {}; {} instances, {} routes{streams})",
                 conf.display(),
                 snap.chain.names().join(", "),
                 snap.routes.instances().count(),
