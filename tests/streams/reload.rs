@@ -132,3 +132,43 @@ fn graceful_upgrade_keeps_an_open_stream_working_until_it_ends() {
     assert_eq!(echo(&mut fresh, b"after").unwrap(), b"after");
     drop(new);
 }
+
+#[test]
+fn listener_changes_wait_for_a_restart_and_a_removed_stream_refuses() {
+    let inst = Instance::start(Mode::Echo { greeting: None }, false);
+    let (l1, l2) = (port_on("127.0.0.1"), port_on("127.0.0.1"));
+    let gw = start(
+        &config(
+            inst.addr,
+            inst.addr,
+            &stream(l1, "up-a", inst.port(), "[127.0.0.1/32]"),
+            "1s",
+        ),
+        &[l1],
+    );
+    let mut open = connect_from("127.0.0.1", l1);
+    assert_eq!(echo(&mut open, b"1").unwrap(), b"1");
+    // The stream moves to another address: that needs a restart.
+    gw.write_config(&config(
+        inst.addr,
+        inst.addr,
+        &stream(l2, "up-a", inst.port(), "[127.0.0.1/32]"),
+        "1s",
+    ));
+    wait_log(&gw, "reloaded: generation 2", 1);
+    assert!(
+        gw.stderr().contains("stream listeners changed"),
+        "{}",
+        gw.stderr()
+    );
+    assert!(
+        TcpStream::connect(l2).is_err(),
+        "the new address does not listen before a restart"
+    );
+    // The old address is still bound, but its stream is gone from the config: refused, and
+    // the connection that was open is closed too.
+    let mut refused = connect_from("127.0.0.1", l1);
+    assert!(closed_by_peer(&mut refused));
+    assert!(closed_by_peer(&mut open));
+    assert_eq!(inst.accepts(), 1);
+}

@@ -5,7 +5,7 @@
 
 use super::config::Spec;
 use super::metrics::{Admission, StreamMetrics};
-use super::pipe::{self, End};
+use super::pipe::{self, End, Tally};
 use super::proxy_v2;
 use crate::snapshot::{Snapshot, Store};
 use async_trait::async_trait;
@@ -139,8 +139,8 @@ struct Record<'a> {
     spec: &'a Spec,
     client: Option<SocketAddr>,
     started: Instant,
+    tally: Tally,
     end: Option<End>,
-    bytes: (u64, u64),
     error: Option<String>,
 }
 
@@ -150,17 +150,16 @@ impl Drop for Record<'_> {
             Some(e) => format!(" error=\"{e}\""),
             None => String::new(),
         };
+        let (bytes_in, bytes_out) = self.tally.get();
         info!(
             target: "anygate::streams",
-            "stream={} client={} instance={} upstream={} result=accepted end={} duration={:.3}s bytes_in={} bytes_out={}{error}",
+            "stream={} client={} instance={} upstream={} result=accepted end={} duration={:.3}s bytes_in={bytes_in} bytes_out={bytes_out}{error}",
             self.l.name,
             Addr(self.client),
             self.spec.instance,
             self.spec.upstream,
             self.end.map_or("aborted", End::label),
             self.started.elapsed().as_secs_f64(),
-            self.bytes.0,
-            self.bytes.1,
         );
     }
 }
@@ -220,8 +219,8 @@ impl ServerApp for StreamApp {
             spec: &spec,
             client,
             started,
+            tally: Tally::default(),
             end: None,
-            bytes: (0, 0),
             error: None,
         };
         let stop = async {
@@ -233,6 +232,7 @@ impl ServerApp for StreamApp {
         let out = pipe::relay(
             &mut io,
             &mut upstream,
+            &record.tally,
             &l.metrics.bytes_in,
             &l.metrics.bytes_out,
             spec.idle_timeout,
@@ -240,7 +240,6 @@ impl ServerApp for StreamApp {
         )
         .await;
         record.end = Some(out.end);
-        record.bytes = (out.bytes_in, out.bytes_out);
         record.error = out.error.map(|e| e.to_string());
         None
     }
@@ -289,12 +288,18 @@ async fn revoked(l: &Listener, client: Option<SocketAddr>) {
     }
 }
 
-/// Resolves `grace` after the server starts shutting down (graceful stop or upgrade).
+/// Pingora stops the runtimes `grace_period` (rounded up to whole seconds) after it starts
+/// shutting down; open streams are closed this much earlier, so they end (and are logged)
+/// by themselves rather than being dropped with the runtime.
+const BEFORE_GRACE_ENDS: Duration = Duration::from_millis(250);
+
+/// Resolves shortly before the grace period of a stopping server (graceful stop or upgrade)
+/// runs out.
 async fn drained(mut shutdown: ShutdownWatch, grace: Duration) {
     while !*shutdown.borrow() {
         if shutdown.changed().await.is_err() {
             return std::future::pending().await;
         }
     }
-    tokio::time::sleep(grace).await;
+    tokio::time::sleep(grace.saturating_sub(BEFORE_GRACE_ENDS)).await;
 }

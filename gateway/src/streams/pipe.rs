@@ -84,12 +84,28 @@ impl Meter {
     }
 }
 
+/// Bytes delivered so far, readable while the relay runs (and after it was cancelled).
+#[derive(Debug, Default)]
+pub struct Tally {
+    pub to_instance: AtomicU64,
+    pub to_client: AtomicU64,
+}
+
+impl Tally {
+    pub fn get(&self) -> (u64, u64) {
+        (
+            self.to_instance.load(Ordering::Relaxed),
+            self.to_client.load(Ordering::Relaxed),
+        )
+    }
+}
+
 /// One side of the connection, counting what is written to it.
 struct Metered<'a, S> {
     io: &'a mut S,
     meter: &'a Meter,
     side: u8,
-    written: u64,
+    written: &'a AtomicU64,
     counter: &'a IntCounter,
 }
 
@@ -126,7 +142,7 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
         let r = Pin::new(&mut *self.io).poll_write(cx, buf);
         if let Poll::Ready(Ok(n)) = r {
             if n > 0 {
-                self.written += n as u64;
+                self.written.fetch_add(n as u64, Ordering::Relaxed);
                 self.counter.inc_by(n as u64);
                 self.meter.touch();
             }
@@ -148,23 +164,21 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<'_, S> {
     }
 }
 
-/// What the relay did.
+/// How the relay ended (the bytes are in the [`Tally`]).
 #[derive(Debug)]
 pub struct Outcome {
     pub end: End,
-    /// Bytes delivered to the instance.
-    pub bytes_in: u64,
-    /// Bytes delivered to the client.
-    pub bytes_out: u64,
     /// The I/O error that ended it, if one did.
     pub error: Option<io::Error>,
 }
 
 /// Relays until both sides are done, one fails, the connection idles for `idle`, or `stop`
-/// resolves (with its reason). The caller closes both sockets by dropping them.
+/// resolves (with its reason), counting into `tally` and the two counters. The caller closes
+/// both sockets by dropping them.
 pub async fn relay<C, U>(
     client: &mut C,
     instance: &mut U,
+    tally: &Tally,
     to_instance: &IntCounter,
     to_client: &IntCounter,
     idle: Duration,
@@ -183,14 +197,14 @@ where
         io: client,
         meter: &meter,
         side: CLIENT,
-        written: 0,
+        written: &tally.to_client,
         counter: to_client,
     };
     let mut u = Metered {
         io: instance,
         meter: &meter,
         side: INSTANCE,
-        written: 0,
+        written: &tally.to_instance,
         counter: to_instance,
     };
     let mut error = None;
@@ -208,12 +222,7 @@ where
         () = meter.idle(idle) => End::IdleTimeout,
         end = stop => end,
     };
-    Outcome {
-        end,
-        bytes_in: u.written,
-        bytes_out: c.written,
-        error,
-    }
+    Outcome { end, error }
 }
 
 #[cfg(test)]
@@ -231,15 +240,18 @@ mod tests {
         let (mut instance_end, mut instance) = tokio::io::duplex(64);
         let (cin, cout) = (counter(), counter());
         let relay = tokio::spawn(async move {
-            relay(
+            let tally = Tally::default();
+            let out = relay(
                 &mut client_end,
                 &mut instance_end,
+                &tally,
                 &cin,
                 &cout,
                 Duration::from_secs(30),
                 std::future::pending(),
             )
-            .await
+            .await;
+            (out, tally.get())
         });
         // The instance answers only after the request is complete (its end of stream).
         let server = tokio::spawn(async move {
@@ -256,9 +268,9 @@ mod tests {
         client.read_to_end(&mut answer).await.unwrap();
         assert_eq!(answer.len(), 100_000);
         assert_eq!(server.await.unwrap(), b"request");
-        let out = relay.await.unwrap();
+        let (out, bytes) = relay.await.unwrap();
         assert_eq!(out.end, End::Closed);
-        assert_eq!((out.bytes_in, out.bytes_out), (7, 100_000));
+        assert_eq!(bytes, (7, 100_000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -267,15 +279,18 @@ mod tests {
         let (mut instance_end, _instance) = tokio::io::duplex(64);
         let (cin, cout) = (counter(), counter());
         let relay = tokio::spawn(async move {
-            relay(
+            let tally = Tally::default();
+            let out = relay(
                 &mut client_end,
                 &mut instance_end,
+                &tally,
                 &cin,
                 &cout,
                 Duration::from_secs(10),
                 std::future::pending(),
             )
-            .await
+            .await;
+            (out, tally.get())
         });
         for _ in 0..5 {
             tokio::time::sleep(Duration::from_secs(6)).await;
@@ -285,8 +300,8 @@ mod tests {
             !relay.is_finished(),
             "traffic every 6 s keeps a 10 s idle timeout away"
         );
-        let out = relay.await.unwrap();
+        let (out, bytes) = relay.await.unwrap();
         assert_eq!(out.end, End::IdleTimeout);
-        assert_eq!(out.bytes_in, 5);
+        assert_eq!(bytes, (5, 0));
     }
 }
