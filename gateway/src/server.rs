@@ -160,6 +160,7 @@ pub fn build(
         }
     }
     server.add_service(proxy);
+    crate::streams::add_services(&mut server, &store);
     add_admin(&mut server, listeners.admin, telemetry, store);
 
     if let Some(r) = reloader {

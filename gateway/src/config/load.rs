@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "plugins",
     "tls",
+    "streams",
 ];
 
 /// Reads and parses a config file.
@@ -267,6 +268,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         timeouts: default_item(start),
         plugins: None,
         tls: default_item(start),
+        streams: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
         env_vars: env_vars(&root),
@@ -291,6 +293,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
                 cfg.incomplete.instances = failed;
             }
             "routes" => cfg.routes = l.list::<model::Route>(value, "routes").0,
+            "streams" => cfg.streams = l.list(value, "streams").0,
             "plugins" => {
                 let before = l.errors.len();
                 cfg.plugins = l.plugins(value);
