@@ -3,10 +3,10 @@
 counted by `valgrind --tool=callgrind`, checked against the budget in bench/budget.txt.
 
 Wall-clock figures move by ±20% on a shared machine; an instruction count does not (same
-binary, same inputs). Each scenario runs the proxy under callgrind twice, with a few and with
-many requests on one keep-alive connection, and divides the difference by the difference in
-requests: start-up, the first connection to the backend and the first token verification
-cancel out. The bare Pingora proxy is counted too, for reference (no budget).
+binary, same inputs). Each scenario runs the proxy under callgrind, sends a few warm-up requests on
+one keep-alive connection (the first connection to the backend, the first token verification),
+zeroes the counters, sends many more, and dumps the counters: start-up and shutdown are not
+counted. The bare Pingora proxy is counted too, for reference (no budget).
 
     bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
         [--check bench/budget.txt] [--out FILE]
@@ -27,7 +27,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the benchmark's servers, configs and token)
 
-FEW, MANY = 50, 550
+FEW, MANY = 50, 1000
 
 
 def request(path, headers):
@@ -58,42 +58,48 @@ def send_sequential(port, raw, n):
                 body += chunk
 
 
-def count(cmd, port, raw, n, workdir, env, tag):
-    """Total instructions of `cmd` under callgrind, serving n requests."""
-    out = os.path.join(workdir, f"callgrind.{tag}.{n}.out")
+def count(cmd, port, raw, workdir, env, tag):
+    """Instructions of `cmd` under callgrind for MANY requests, after FEW warm-up requests:
+    the counters are zeroed after the warm-up and dumped after the measured requests, so
+    start-up and shutdown (freeing TLS contexts, flushing logs) are not counted."""
+    out = os.path.join(workdir, f"callgrind.{tag}.out")
     full = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
             "--collect-jumps=no"] + cmd
-    log = open(os.path.join(workdir, f"callgrind.{tag}.{n}.log"), "wb")
+    log = open(os.path.join(workdir, f"callgrind.{tag}.log"), "wb")
     proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env),
                             start_new_session=True)
+
+    def control(flag):
+        subprocess.run(["callgrind_control", flag, str(proc.pid)], check=True, capture_output=True,
+                       timeout=120)
+
     try:
         bench.wait_port(port, proc, timeout=180)
-        send_sequential(port, raw, n)
+        send_sequential(port, raw, FEW)
+        control("--zero")
+        send_sequential(port, raw, MANY)
+        control("--dump")
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=120)
-        except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        proc.wait()
         log.close()
+    dumps = sorted(f for f in os.listdir(workdir) if f.startswith(f"callgrind.{tag}.out."))
+    if not dumps:
+        raise RuntimeError(f"callgrind wrote no dump for {tag} (see {workdir})")
     total = 0
-    with open(out) as f:
+    with open(os.path.join(workdir, dumps[-1])) as f:
         for line in f:
             if line.startswith("summary:") or line.startswith("totals:"):
                 total = max(total, int(line.split()[1]))
     if not total:
-        raise RuntimeError(f"no instruction total in {out}")
+        raise RuntimeError(f"no instruction total in {dumps[-1]}")
     return total
 
 
 def per_request(cmd_for_port, raw, workdir, env, tag):
-    counts = []
-    for n in (FEW, MANY):
-        port = bench.free_port()
-        counts.append(count(cmd_for_port(port), port, raw, n, workdir, env, tag))
-    return (counts[1] - counts[0]) / (MANY - FEW)
+    port = bench.free_port()
+    return count(cmd_for_port(port), port, raw, workdir, env, tag) / MANY
 
 
 def read_budget(path):

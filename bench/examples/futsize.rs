@@ -11,7 +11,11 @@ struct Bare;
 impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}
-    async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> pingora_core::Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _s: &mut Session,
+        _c: &mut (),
+    ) -> pingora_core::Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new("127.0.0.1:1", false, String::new())))
     }
 }

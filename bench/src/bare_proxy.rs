@@ -58,7 +58,9 @@ fn main() {
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
     let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream });
-    let read = std::env::var("BARE_L4_READ").ok().and_then(|v| v.parse().ok());
+    let read = std::env::var("BARE_L4_READ")
+        .ok()
+        .and_then(|v| v.parse().ok());
     let mut cfg = pingora_core::listeners::ListenerConfig::tcp(listen.as_str());
     if let Some(r) = read {
         cfg = cfg.l4_buffer(pingora_core::protocols::l4::stream::L4BufferSettings {

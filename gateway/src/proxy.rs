@@ -86,6 +86,10 @@ fn fail_with(rc: &mut RequestCtx, reply: Reply) -> Box<Error> {
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
+    /// No downstream modules: Pingora's default installs a (disabled) response-compression
+    /// module whose context is built and consulted on every request.
+    fn init_downstream_modules(&self, _modules: &mut pingora_core::modules::http::HttpModules) {}
+
     fn new_ctx(&self) -> RequestCtx {
         let snap = self.store.load();
         let mut ctx = Ctx::new(snap.generation);

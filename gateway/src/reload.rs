@@ -255,12 +255,30 @@ impl ReloadService {
 struct Watch {
     watcher: notify::RecommendedWatcher,
     dirs: HashSet<PathBuf>,
+    names: Arc<std::sync::RwLock<HashSet<std::ffi::OsString>>>,
+}
+
+/// Whether an event in a watched directory can concern the config file: its own name or its
+/// target's, a Kubernetes ConfigMap's `..data` swap, or an event without paths (a rescan).
+/// Anything else there (an access log written next to the config) is not worth a look.
+fn concerns(event: &notify::Event, names: &HashSet<std::ffi::OsString>) -> bool {
+    event.paths.is_empty()
+        || event.paths.iter().any(|p| {
+            p.file_name()
+                .is_some_and(|n| names.contains(n) || n.as_encoded_bytes().starts_with(b".."))
+        })
 }
 
 impl Watch {
     fn new(tx: mpsc::UnboundedSender<()>) -> Option<Watch> {
+        let names: Arc<std::sync::RwLock<HashSet<std::ffi::OsString>>> = Arc::default();
+        let seen = names.clone();
         let handler = move |event: notify::Result<notify::Event>| {
-            if event.is_ok() {
+            let wanted = match &event {
+                Ok(e) => seen.read().map_or(true, |n| concerns(e, &n)),
+                Err(_) => false,
+            };
+            if wanted {
                 let _ = tx.send(());
             }
         };
@@ -268,6 +286,7 @@ impl Watch {
             Ok(watcher) => Some(Watch {
                 watcher,
                 dirs: HashSet::new(),
+                names,
             }),
             Err(e) => {
                 warn!("cannot watch the config file ({e}); polling it every {POLL_WITHOUT_WATCHER:?} instead");
@@ -278,6 +297,17 @@ impl Watch {
 
     /// Follows the path to where it resolves now (a symlink may have moved).
     fn update(&mut self, path: &Path) {
+        let mut names: HashSet<std::ffi::OsString> =
+            path.file_name().map(Into::into).into_iter().collect();
+        if let Some(n) = std::fs::canonicalize(path)
+            .ok()
+            .and_then(|t| t.file_name().map(Into::into))
+        {
+            names.insert(n);
+        }
+        if let Ok(mut n) = self.names.write() {
+            *n = names;
+        }
         let want = watch_dirs(path);
         for gone in self.dirs.difference(&want) {
             let _ = self.watcher.unwatch(gone);
@@ -359,5 +389,29 @@ impl BackgroundService for ReloadService {
                 w.update(self.reloader.path());
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::concerns;
+    use std::collections::HashSet;
+    use std::path::PathBuf;
+
+    fn event(paths: &[&str]) -> notify::Event {
+        let mut e = notify::Event::new(notify::EventKind::Any);
+        e.paths = paths.iter().map(PathBuf::from).collect();
+        e
+    }
+
+    #[test]
+    fn only_events_about_the_config_file_count() {
+        let names: HashSet<_> = ["anygate.yaml".into()].into_iter().collect();
+        assert!(concerns(&event(&["/etc/anygate/anygate.yaml"]), &names));
+        assert!(concerns(&event(&["/etc/anygate/..data"]), &names));
+        assert!(concerns(&event(&["/etc/anygate/..2026_11_29_10_00"]), &names));
+        assert!(concerns(&event(&[]), &names));
+        assert!(!concerns(&event(&["/etc/anygate/access.log"]), &names));
+        assert!(!concerns(&event(&["/etc/anygate/anygate.yaml.swp"]), &names));
     }
 }
