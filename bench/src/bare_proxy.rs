@@ -1,9 +1,17 @@
 //! A minimal Pingora proxy: `upstream_peer` and nothing else. `bench/run` runs it beside
 //! anygate to show what anygate's plugin chain costs on top of Pingora itself.
 //!
-//! bare-proxy LISTEN UPSTREAM THREADS [WORK_STEALING]   (true or false, default true)
+//! bare-proxy LISTEN UPSTREAM THREADS [--stock] [--tls CERT KEY]
+//!
+//! By default it is tuned the way anygate runs Pingora (no L4 read buffer on plain
+//! connections, a record-sized one on TLS ones, one single-threaded runtime per thread, no
+//! downstream modules, the same upstream pool); `--stock` keeps Pingora's defaults instead.
+//! `--tls` listens for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
 
 use async_trait::async_trait;
+use pingora_core::listeners::tls::TlsSettings;
+use pingora_core::listeners::{L4BufferSettings, ListenerConfig};
+use pingora_core::modules::http::HttpModules;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -15,6 +23,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 struct Bare {
     upstream: SocketAddr,
+    stock: bool,
 }
 
 #[async_trait]
@@ -22,6 +31,14 @@ impl ProxyHttp for Bare {
     type CTX = ();
 
     fn new_ctx(&self) {}
+
+    fn init_downstream_modules(&self, modules: &mut HttpModules) {
+        if self.stock {
+            modules.add_module(
+                pingora_core::modules::http::compression::ResponseCompressionBuilder::enable(0),
+            );
+        }
+    }
 
     async fn upstream_peer(
         &self,
@@ -32,22 +49,37 @@ impl ProxyHttp for Bare {
     }
 }
 
+fn usage() -> ! {
+    eprintln!("usage: bare-proxy LISTEN UPSTREAM THREADS [--stock] [--tls CERT KEY]");
+    std::process::exit(2);
+}
+
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(listen), Some(upstream), Some(threads)) = (args.get(1), args.get(2), args.get(3))
     else {
-        eprintln!("usage: bare-proxy LISTEN UPSTREAM THREADS");
-        std::process::exit(2);
+        usage()
     };
     let (Ok(upstream), Ok(threads)) = (upstream.parse::<SocketAddr>(), threads.parse::<usize>())
     else {
-        eprintln!("bare-proxy: UPSTREAM must be IP:port and THREADS a number");
-        std::process::exit(2);
+        usage()
     };
-    let work_stealing = args.get(4).is_none_or(|v| v != "false");
+    let mut stock = false;
+    let mut tls = None;
+    let mut rest = args[4..].iter();
+    while let Some(a) = rest.next() {
+        match a.as_str() {
+            "--stock" => stock = true,
+            "--tls" => match (rest.next(), rest.next()) {
+                (Some(c), Some(k)) => tls = Some((c.clone(), k.clone())),
+                _ => usage(),
+            },
+            _ => usage(),
+        }
+    }
     let conf = ServerConf {
         threads,
-        work_stealing,
+        work_stealing: stock,
         upstream_keepalive_pool_size: 1024,
         grace_period_seconds: Some(0),
         graceful_shutdown_timeout_seconds: Some(0),
@@ -57,18 +89,23 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy = pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream });
-    let read = std::env::var("BARE_L4_READ")
-        .ok()
-        .and_then(|v| v.parse().ok());
-    let mut cfg = pingora_core::listeners::ListenerConfig::tcp(listen.as_str());
-    if let Some(r) = read {
-        cfg = cfg.l4_buffer(pingora_core::protocols::l4::stream::L4BufferSettings {
-            read: Some(r),
-            write: None,
-        });
+    let mut proxy =
+        pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream, stock });
+    let mut endpoint = ListenerConfig::tcp(listen.as_str());
+    if let Some((cert, key)) = tls {
+        let Ok(mut settings) = TlsSettings::intermediate(&cert, &key) else {
+            eprintln!("bare-proxy: cannot load {cert} / {key}");
+            std::process::exit(2);
+        };
+        settings.enable_h2();
+        endpoint = endpoint.tls(settings);
+        if !stock {
+            endpoint = endpoint.l4_buffer(L4BufferSettings::default().read(17 * 1024));
+        }
+    } else if !stock {
+        endpoint = endpoint.l4_buffer(L4BufferSettings::default().read(0));
     }
-    proxy.add_listener(cfg);
+    proxy.add_listener(endpoint);
     server.add_service(proxy);
     server.run_forever()
 }

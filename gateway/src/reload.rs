@@ -409,9 +409,15 @@ mod tests {
         let names: HashSet<_> = ["anygate.yaml".into()].into_iter().collect();
         assert!(concerns(&event(&["/etc/anygate/anygate.yaml"]), &names));
         assert!(concerns(&event(&["/etc/anygate/..data"]), &names));
-        assert!(concerns(&event(&["/etc/anygate/..2026_11_29_10_00"]), &names));
+        assert!(concerns(
+            &event(&["/etc/anygate/..2026_11_29_10_00"]),
+            &names
+        ));
         assert!(concerns(&event(&[]), &names));
         assert!(!concerns(&event(&["/etc/anygate/access.log"]), &names));
-        assert!(!concerns(&event(&["/etc/anygate/anygate.yaml.swp"]), &names));
+        assert!(!concerns(
+            &event(&["/etc/anygate/anygate.yaml.swp"]),
+            &names
+        ));
     }
 }

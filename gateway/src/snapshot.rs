@@ -235,7 +235,7 @@ pub(crate) fn build(
     }
     let server = ServerSettings {
         threads,
-        work_stealing: s.work_stealing.unwrap_or(true),
+        work_stealing: s.work_stealing.unwrap_or(false),
         upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(1024),
         grace_period: s.grace_period.map_or(Duration::from_secs(10), |d| d.0),
         graceful_shutdown_timeout: s

@@ -18,7 +18,8 @@ pub struct Listen {
 pub struct Server {
     /// Worker threads (default: one per CPU).
     pub threads: Option<usize>,
-    /// Let idle threads take work from busy ones (Pingora `work_stealing`, default true).
+    /// Let idle threads take work from busy ones (Pingora `work_stealing`, default false: see
+    /// docs/performance.md).
     pub work_stealing: Option<bool>,
     /// Idle upstream connections kept per thread pool (default 1024).
     pub upstream_keepalive_pool_size: Option<usize>,
