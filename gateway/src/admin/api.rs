@@ -116,7 +116,11 @@ pub fn routes(snap: &Snapshot) -> Answer {
             },
         })
         .collect();
-    Answer::json(&serde_json::json!({ "routes": routes }))
+    #[derive(Serialize)]
+    struct Routes<'a> {
+        routes: Vec<RouteView<'a>>,
+    }
+    Answer::json(&Routes { routes })
 }
 
 #[derive(Serialize)]
@@ -176,7 +180,11 @@ pub fn instances(store: &Store) -> Answer {
         })
         .collect();
     list.sort_by(|a, b| a.id.cmp(&b.id));
-    Answer::json(&serde_json::json!({ "instances": list }))
+    #[derive(Serialize)]
+    struct Instances {
+        instances: Vec<InstanceView>,
+    }
+    Answer::json(&Instances { instances: list })
 }
 
 /// `POST /api/v1/reload`: reads the file now, whatever its content. `200` with the new

@@ -127,10 +127,18 @@ pub fn domains(snap: &Snapshot) -> Answer {
             certificate: certs.by_name(&d.name).map(|c| facts(c)),
         });
     }
-    let fallback = certs.default_cert().map(|c| facts(c));
-    Answer::json(&serde_json::json!({
-        "domains": list,
-        "anyHostRoutes": routes_of("*"),
-        "defaultCertificate": fallback,
-    }))
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Domains {
+        domains: Vec<DomainView>,
+        /// Routes of `domain: "*"` (any host).
+        any_host_routes: Vec<String>,
+        /// The certificate for names no domain matches (unless `tls.unknown_sni: refuse`).
+        default_certificate: Option<CertView>,
+    }
+    Answer::json(&Domains {
+        domains: list,
+        any_host_routes: routes_of("*"),
+        default_certificate: certs.default_cert().map(|c| facts(c)),
+    })
 }
