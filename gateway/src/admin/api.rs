@@ -187,6 +187,14 @@ pub fn instances(store: &Store) -> Answer {
     Answer::json(&Instances { instances: list })
 }
 
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct Reloaded {
+    result: &'static str,
+    generation: u64,
+    duration_ms: Option<f64>,
+}
+
 /// `POST /api/v1/reload`: reads the file now, whatever its content. `200` with the new
 /// generation, or `400` (`INVALID_REQUEST`) with every error and the generation that keeps
 /// serving.
@@ -203,11 +211,11 @@ pub async fn reload(reloader: Option<Arc<Reloader>>) -> Answer {
     })
     .await;
     match outcome {
-        Ok((Outcome::Applied { generation, took }, _)) => Answer::json(&serde_json::json!({
-            "result": "success",
-            "generation": generation,
-            "durationMs": took.as_micros() as f64 / 1000.0,
-        })),
+        Ok((Outcome::Applied { generation, took }, _)) => Answer::json(&Reloaded {
+            result: "success",
+            generation,
+            duration_ms: Some(took.as_micros() as f64 / 1000.0),
+        }),
         Ok((Outcome::Failed(errors), serving)) => {
             let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
             let mut extra = serde_json::Map::new();
@@ -225,10 +233,11 @@ pub async fn reload(reloader: Option<Arc<Reloader>>) -> Answer {
             )
         }
         // A forced check never answers `Unchanged`.
-        Ok((Outcome::Unchanged, serving)) => Answer::json(&serde_json::json!({
-            "result": "unchanged",
-            "generation": serving,
-        })),
+        Ok((Outcome::Unchanged, serving)) => Answer::json(&Reloaded {
+            result: "unchanged",
+            generation: serving,
+            duration_ms: None,
+        }),
         Err(e) => Answer::error(ErrorCode::SysErr, &format!("the reload task failed: {e}")),
     }
 }

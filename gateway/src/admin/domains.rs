@@ -71,12 +71,8 @@ pub fn facts(c: &CertKey) -> CertView {
                 sans.push(d.to_string());
             } else if let Some(ip) = n.ipaddress() {
                 let ip = match ip.len() {
-                    4 => <[u8; 4]>::try_from(ip)
-                        .ok()
-                        .map(|b| std::net::IpAddr::from(b)),
-                    16 => <[u8; 16]>::try_from(ip)
-                        .ok()
-                        .map(|b| std::net::IpAddr::from(b)),
+                    4 => <[u8; 4]>::try_from(ip).ok().map(std::net::IpAddr::from),
+                    16 => <[u8; 16]>::try_from(ip).ok().map(std::net::IpAddr::from),
                     _ => None,
                 };
                 if let Some(ip) = ip {

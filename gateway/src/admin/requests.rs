@@ -67,14 +67,14 @@ pub fn parse(query: &str) -> Result<(Filter, usize), String> {
                     [c @ b'1'..=b'5', b'x' | b'X', b'x' | b'X'] => {
                         f.status_class = Some(u16::from(c - b'0'))
                     }
-                    _ => {
-                        match v.parse::<u16>() {
-                            Ok(s) if (100..=999).contains(&s) => f.status = Some(s),
-                            _ => return Err(format!(
+                    _ => match v.parse::<u16>() {
+                        Ok(s) if (100..=999).contains(&s) => f.status = Some(s),
+                        _ => {
+                            return Err(format!(
                                 "`status` is a class like `5xx` or a code like `502`, not `{v}`"
-                            )),
+                            ))
                         }
-                    }
+                    },
                 }
             }
             "instance" => f.instance = Some(v),

@@ -298,19 +298,20 @@ impl Recent {
         found
     }
 
-    /// The newest `limit` records that match, newest first.
+    /// The `limit` records that match and started last, newest first.
     pub fn list(&self, filter: &Filter, limit: usize) -> Vec<Record> {
-        let mut hits: Vec<(u64, usize)> = Vec::new();
+        let mut hits: Vec<(u64, u64, usize)> = Vec::new();
         let mut out: Vec<Record> = Vec::new();
-        // First pass: which slots match (by sequence); second: copy out only the newest.
+        // First pass: which slots match; second: copy out only the newest. Newest by start
+        // time: requests are recorded when they end, which is not the order they came in.
         for (i, s) in self.slots.iter().enumerate() {
             let slot = s.lock().unwrap_or_else(|e| e.into_inner());
             if slot.seq != 0 && slot.matches(filter) {
-                hits.push((slot.seq, i));
+                hits.push((slot.start_us, slot.seq, i));
             }
         }
-        hits.sort_unstable_by(|a, b| b.0.cmp(&a.0));
-        for (seq, i) in hits.into_iter().take(limit) {
+        hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.0, h.1)));
+        for (_, seq, i) in hits.into_iter().take(limit) {
             let slot = self.slots[i].lock().unwrap_or_else(|e| e.into_inner());
             // Overwritten since the first pass: the new record may not match; skip it.
             if slot.seq == seq {
@@ -403,6 +404,24 @@ mod tests {
             ..Filter::default()
         };
         assert_eq!(ids(r.list(&exact, 10)), ["3"]);
+    }
+
+    #[test]
+    fn listings_follow_start_times_not_the_order_requests_ended() {
+        let r = Recent::new(10);
+        let at = |id: &str, start_us: u64| Fields {
+            start_us,
+            ..fields(id, 200, None)
+        };
+        r.record(&at("slow-first", 100));
+        r.record(&at("third", 300));
+        r.record(&at("second", 200));
+        let ids: Vec<_> = r
+            .list(&Filter::default(), 10)
+            .into_iter()
+            .map(|r| r.request_id.unwrap())
+            .collect();
+        assert_eq!(ids, ["third", "second", "slow-first"]);
     }
 
     #[test]
