@@ -224,7 +224,7 @@ impl Reloader {
             trigger,
             generation,
             errors,
-            duration_ms: took.as_micros() as f64 / 1000.0,
+            duration_ms: Some(took.as_micros() as f64 / 1000.0),
         });
     }
 }

@@ -42,7 +42,8 @@ pub struct ReloadRecord {
     pub generation: u64,
     /// Every error as `file:line:col: message` (empty on success).
     pub errors: Vec<String>,
-    pub duration_ms: f64,
+    /// How long reading and compiling took (`null` for the first load).
+    pub duration_ms: Option<f64>,
 }
 
 /// Holds the current snapshot and the reload bookkeeping.
@@ -75,7 +76,7 @@ impl Store {
             trigger: Trigger::Start,
             generation: first.generation,
             errors: Vec::new(),
-            duration_ms: 0.0,
+            duration_ms: None,
         };
         Store {
             current: ArcSwap::from_pointee(first),

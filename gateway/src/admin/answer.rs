@@ -67,13 +67,23 @@ impl Answer {
         message: &str,
         extra: serde_json::Map<String, serde_json::Value>,
     ) -> Answer {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Body<'a> {
+            code: &'a str,
+            message: &'a str,
+            request_id: &'a str,
+            #[serde(flatten)]
+            extra: serde_json::Map<String, serde_json::Value>,
+        }
         let id = new_request_id();
         let id = id.to_str().unwrap_or("-");
-        let mut body = serde_json::Map::new();
-        body.insert("code".into(), code.as_str().into());
-        body.insert("message".into(), message.into());
-        body.insert("requestId".into(), id.into());
-        body.extend(extra);
+        let body = Body {
+            code: code.as_str(),
+            message,
+            request_id: id,
+            extra,
+        };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         Answer::new(code.status(), JSON, bytes).with_header("X-Cloudbase-Request-Id", id)
     }

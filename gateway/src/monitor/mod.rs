@@ -20,8 +20,9 @@ use pingora_core::services::background::BackgroundService;
 use pingora_proxy::Session;
 use recent::{Fields, Recent};
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use traffic::{Observation, Traffic, Upstream};
 
 /// Seconds of traffic kept for a console that connects (its chart's width).
@@ -37,6 +38,42 @@ pub struct Monitor {
     /// The number of the newest second.
     tick: tokio::sync::watch::Sender<u64>,
     pub started: SystemTime,
+    clock: Clock,
+}
+
+/// Wall-clock times of `Instant`s without reading the wall clock per request: the offset
+/// between the two clocks, taken at start and again every second by the ticker.
+struct Clock {
+    base: Instant,
+    /// Unix microseconds at `base`.
+    unix_at_base: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let c = Clock {
+            base: Instant::now(),
+            unix_at_base: AtomicU64::new(0),
+        };
+        c.sync();
+        c
+    }
+
+    /// Follows the wall clock (NTP steps, leap smearing) at most a second late.
+    fn sync(&self) {
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(now.duration_since(self.base));
+        self.unix_at_base
+            .store(unix.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn unix_micros(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.base).as_micros() as u64;
+        self.unix_at_base.load(Ordering::Relaxed) + since
+    }
 }
 
 impl Monitor {
@@ -50,6 +87,7 @@ impl Monitor {
             seconds: Mutex::new(VecDeque::with_capacity(TRAFFIC_HISTORY)),
             tick: tokio::sync::watch::channel(0).0,
             started: SystemTime::now(),
+            clock: Clock::new(),
         }
     }
 
@@ -57,8 +95,10 @@ impl Monitor {
         self.enabled
     }
 
-    /// Records one finished request. Runs on every request: no allocation once the ring has
-    /// gone round once, two short uncontended locks.
+    /// Records one finished request. Runs on every request: no clock read beyond the one for
+    /// its duration, no allocation for typical values, two short uncontended locks.
+    // Kept out of line so that profiles show its cost on its own (docs/console.md).
+    #[inline(never)]
     pub fn record(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
         if !self.enabled {
             return;
@@ -92,15 +132,9 @@ impl Monitor {
             Some(a) => Some(a.as_str().as_bytes()),
             None => req.headers.get(HOST).map(|h| h.as_bytes()),
         };
-        let start = SystemTime::now()
-            .checked_sub(elapsed)
-            .unwrap_or(UNIX_EPOCH)
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
-        let id = ctx.request_id_str();
         self.recent.record(&Fields {
-            request_id: if id == "-" { b"" } else { id.as_bytes() },
-            start_us: start.as_micros() as u64,
+            request_id: ctx.request_id_bytes().unwrap_or_default(),
+            start_us: self.clock.unix_micros(ctx.start),
             entry: ctx.entry,
             method: req.method.as_str().as_bytes(),
             host,
@@ -139,6 +173,7 @@ impl Monitor {
 
     /// Closes the second that just ended: traffic event, passive health.
     pub fn close_second(&self, snap: &Snapshot) {
+        self.clock.sync();
         let routes: Vec<String> = snap
             .routes
             .routes()
@@ -198,5 +233,25 @@ impl BackgroundService for TickService {
                 _ = every.tick() => self.store.monitor.close_second(&self.store.load()),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_maps_instants_by_their_distance() {
+        let c = Clock::new();
+        let at = c.unix_micros(c.base);
+        assert_eq!(
+            c.unix_micros(c.base + Duration::from_millis(1500)),
+            at + 1_500_000
+        );
+        assert_eq!(
+            c.unix_micros(c.base.checked_sub(Duration::from_secs(1)).unwrap_or(c.base)),
+            at,
+            "before the base: the base"
+        );
     }
 }

@@ -1,7 +1,8 @@
 //! The recent-request buffer (SPEC §12 `admin.recent_requests`): a fixed ring of slots, each
 //! behind its own small lock. A request takes the next slot with one atomic add and copies its
-//! facts into the slot's reused buffers, so after the ring's first lap nothing is allocated;
-//! an admin lookup scans the ring slot by slot. Lives as long as the process (reloads keep
+//! facts into the slot's buffers, made at start with room for typical values (only a longer
+//! value allocates, once, and the slot keeps that room); an admin lookup scans the ring slot
+//! by slot. Lives as long as the process (reloads keep
 //! it), and is lost on restart: the access log is the durable record.
 
 use anygate_plugins::{Entry, ErrorCode};
@@ -82,6 +83,13 @@ fn put(dst: &mut Vec<u8>, src: Option<&[u8]>, max: usize) -> bool {
     }
 }
 
+/// Room made in each slot up front, so that typical values never allocate: a host, a path, a
+/// route name and an instance id of these lengths or shorter.
+const ROOM_HOST: usize = 64;
+const ROOM_PATH: usize = 128;
+const ROOM_ROUTE: usize = 64;
+const ROOM_INSTANCE: usize = 32;
+
 impl Default for Slot {
     fn default() -> Self {
         Slot {
@@ -92,12 +100,12 @@ impl Default for Slot {
             method_len: 0,
             start_us: 0,
             entry: Entry::None,
-            host: Vec::new(),
+            host: Vec::with_capacity(ROOM_HOST),
             has_host: false,
-            path: Vec::new(),
-            route: Vec::new(),
+            path: Vec::with_capacity(ROOM_PATH),
+            route: Vec::with_capacity(ROOM_ROUTE),
             has_route: false,
-            instance: Vec::new(),
+            instance: Vec::with_capacity(ROOM_INSTANCE),
             has_instance: false,
             client_ip: None,
             status: 0,

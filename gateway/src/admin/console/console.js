@@ -240,7 +240,10 @@ function showDomains(d) {
 
 function showStatus(s) {
   $('env').textContent = s.env;
-  $('about').textContent = 'v' + s.version + ' · up ' + Math.floor(s.uptimeSeconds / 60) + ' min';
+  const up = s.uptimeSeconds;
+  const uptime = up < 60 ? up + ' s' : up < 3600 ? Math.floor(up / 60) + ' min'
+    : Math.floor(up / 3600) + ' h ' + Math.floor((up % 3600) / 60) + ' min';
+  $('about').textContent = 'v' + s.version + ' · up ' + uptime;
   $('generation').textContent = String(s.generation);
   fill(
     'reloads',
