@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
 
 /// How many reloads the history keeps (SPEC §12: the last 50).
 pub const HISTORY: usize = 50;
@@ -57,6 +58,8 @@ pub struct Store {
     loaded_at_ms: AtomicU64,
     history: Mutex<VecDeque<ReloadRecord>>,
     pub monitor: Monitor,
+    /// The generation, for whoever must act when one is published (open streams).
+    published: watch::Sender<u64>,
 }
 
 fn unix_now() -> Duration {
@@ -78,8 +81,10 @@ impl Store {
             errors: Vec::new(),
             duration_ms: None,
         };
+        let (published, _) = watch::channel(first.generation);
         Store {
             current: ArcSwap::from_pointee(first),
+            published,
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_success: AtomicU64::new(now.as_secs()),
@@ -101,12 +106,19 @@ impl Store {
     /// Publishes a new snapshot in one step.
     pub fn publish(&self, next: Snapshot) {
         self.monitor.sync(&next);
+        let generation = next.generation;
         self.current.store(Arc::new(next));
+        self.published.send_replace(generation);
         self.reloads_ok.fetch_add(1, Ordering::Relaxed);
         let now = unix_now();
         self.last_success.store(now.as_secs(), Ordering::Relaxed);
         self.loaded_at_ms
             .store(now.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// Changes to the published generation, from now on.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.published.subscribe()
     }
 
     pub fn record_failure(&self) {

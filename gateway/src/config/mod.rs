@@ -96,11 +96,16 @@ pub struct FileConfig {
     pub tls: Item<model::TlsListener>,
     /// The admin API and console settings.
     pub admin: Item<model::Admin>,
+    /// TCP passthrough listeners (SPEC §14).
+    pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,
     /// Schema errors found while reading (unknown keys, wrong types, bad values).
     pub parse_errors: Vec<ConfigError>,
+    /// Every `*_env` setting in the file: the variable it names and where (so `check` can
+    /// point at each unset one).
+    pub env_vars: Vec<(String, Mark)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
