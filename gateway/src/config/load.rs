@@ -19,6 +19,7 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "plugins",
     "tls",
+    "admin",
     "streams",
 ];
 
@@ -268,6 +269,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         timeouts: default_item(start),
         plugins: None,
         tls: default_item(start),
+        admin: default_item(start),
         streams: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
@@ -282,6 +284,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
             "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
             "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
             "tls" => cfg.tls = l.item(value).unwrap_or(cfg.tls),
+            "admin" => cfg.admin = l.item(value).unwrap_or(cfg.admin),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

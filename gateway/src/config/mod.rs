@@ -94,6 +94,8 @@ pub struct FileConfig {
     pub plugins: Option<Vec<Item<PluginConfig>>>,
     /// HTTPS listener settings (default certificate, unknown SNI).
     pub tls: Item<model::TlsListener>,
+    /// The admin API and console settings.
+    pub admin: Item<model::Admin>,
     /// TCP passthrough listeners (SPEC §14).
     pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Whether a section had items that failed to parse (cross-references to it are then

@@ -8,6 +8,25 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where a certificate came from (the admin API's `source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertSource {
+    /// `tls: { cert, key }` files.
+    #[default]
+    File,
+    /// Issued by the ACME client.
+    Acme,
+}
+
+impl CertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::File => "file",
+            CertSource::Acme => "acme",
+        }
+    }
+}
+
 /// A certificate chain and its private key, parsed and known to match.
 pub struct CertKey {
     pub leaf: X509,
@@ -16,6 +35,7 @@ pub struct CertKey {
     pub key: PKey<Private>,
     /// The certificate file, for logs.
     pub source: String,
+    pub origin: CertSource,
 }
 
 impl std::fmt::Debug for CertKey {
@@ -71,6 +91,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertKey, PairError> {
         chain: certs,
         key,
         source: cn.to_string(),
+        origin: CertSource::File,
     })
 }
 
@@ -119,6 +140,20 @@ impl CertTable {
 
     pub fn is_empty(&self) -> bool {
         self.default.is_none()
+    }
+
+    /// The certificate of the domain written `name` in the config (`*.parent` for a
+    /// wildcard), if it has one.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<CertKey>> {
+        match name.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent),
+            None => self.exact.get(name),
+        }
+    }
+
+    /// The certificate for names no domain matches.
+    pub fn default_cert(&self) -> Option<&Arc<CertKey>> {
+        self.default.as_ref()
     }
 
     /// The certificate for a client that sent `sni`: the domain of that exact name, then a

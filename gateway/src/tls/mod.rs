@@ -11,7 +11,7 @@ mod certs;
 mod redirect;
 
 pub use accept::{listener_settings, SniCertificates};
-pub use certs::{load_pair, CertKey, CertTable, PairError};
+pub use certs::{load_pair, CertKey, CertSource, CertTable, PairError};
 pub use redirect::HttpsRedirect;
 
 use crate::config::{ConfigError, FileConfig, Item, Mark};
