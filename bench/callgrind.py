@@ -26,6 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench  # noqa: E402  (the benchmark's servers, configs and token)
+import contenders  # noqa: E402
 
 FEW, MANY = 50, 1000
 
@@ -134,16 +135,22 @@ def main():
         def anygate(port):
             cfg = os.path.join(workdir, f"anygate-{port}.yaml")
             with open(cfg, "w") as f:
-                f.write(bench.anygate_config(port, addr, 1, workdir, 1))
+                f.write(bench.anygate_config(port, addr, 1, workdir, 1, admin_port=bench.free_port()))
             return [args.anygate, "run", "--no-watch", "-c", cfg]
 
         def bare(port):
             return [args.bare, f"127.0.0.1:{port}", addr, "1"]
 
+        def nginx(port):
+            # One process (no master), so callgrind sees the worker's instructions.
+            path = contenders.nginx_conf(workdir, port, 1, addr)
+            return ["nginx", "-p", workdir, "-c", path, "-g", "daemon off; master_process off;"]
+
         scenarios = [
             ("http", anygate, request("/api/hello", http)),
             ("sdk", anygate, request("/api/hello", sdk)),
             ("bare-pingora", bare, request("/api/hello", http)),
+            ("nginx", nginx, request("/api/hello", http)),
         ]
         results = {}
         for name, cmd, raw in scenarios:

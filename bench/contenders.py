@@ -21,8 +21,8 @@ NGINX_PROXY = r"""
 worker_processes {workers};
 pid {workdir}/nginx-proxy-{port}.pid;
 error_log {workdir}/nginx-proxy-{port}.error.log warn;
-events {{ worker_connections 20000; }}
-worker_rlimit_nofile 40000;
+events {{ worker_connections 19000; }}
+worker_rlimit_nofile 19500;
 http {{
     log_format json escape=json '{{"time":"$time_iso8601","request_id":"$request_id",'
         '"client":"$remote_addr","method":"$request_method","host":"$host","path":"$request_uri",'
@@ -70,8 +70,8 @@ NGINX_BACKEND = r"""
 worker_processes 1;
 pid {workdir}/nginx-backend.pid;
 error_log {workdir}/nginx-backend.error.log warn;
-events {{ worker_connections 20000; }}
-worker_rlimit_nofile 40000;
+events {{ worker_connections 19000; }}
+worker_rlimit_nofile 19500;
 http {{
     access_log off;
     keepalive_requests 1000000;
@@ -86,7 +86,8 @@ http {{
 HAPROXY = r"""
 global
     nbthread {workers}
-    maxconn 40000
+    # haproxy reserves two descriptors per connection: the open-files limit here is 20000.
+    maxconn 9900
     pidfile {workdir}/haproxy-{port}.pid
     tune.bufsize 16384
 ring anygate-bench-log
@@ -96,7 +97,6 @@ ring anygate-bench-log
 defaults
     mode http
     log ring@anygate-bench-log local0
-    option httplog
     option http-keep-alive
     timeout connect 3s
     timeout client 75s
@@ -107,7 +107,7 @@ defaults
     log-format '{{"time":"%tr","request_id":"%ID","client":"%ci","method":"%HM","path":"%HU","status":%ST,"upstream_time":%Tr,"duration":%Ta,"bytes":%B}}'
 frontend fe
     bind 127.0.0.1:{port} {tls_bind}
-    maxconn 40000
+    maxconn 9900
     option forwardfor
     http-request set-header X-Real-IP %[src]
     http-request set-header X-Forwarded-Proto {scheme}
@@ -131,7 +131,6 @@ CADDY = r"""
 {{
     admin off
     auto_https off
-    persist_config off
     servers {{
         protocols h1 h2
     }}

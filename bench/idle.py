@@ -47,6 +47,13 @@ def measure(server, n, headers, path="/api/hello", timeout=120):
     limit = raise_fd_limit(n + 200)
     if limit < n + 100:
         raise RuntimeError(f"the open-files limit ({limit}) is too low for {n} connections")
+    try:
+        return _measure(server, n, headers, path, timeout)
+    except OSError as e:
+        raise RuntimeError(f"{type(e).__name__}: {e}") from e
+
+
+def _measure(server, n, headers, path, timeout):
     raw = ("\r\n".join([f"GET {path} HTTP/1.1"] + headers + ["", ""])).encode()
     deadline = time.monotonic() + timeout
     # Warm up: pools, caches and the allocator's first pages.

@@ -5,6 +5,7 @@
 
 pub mod ctx;
 pub mod error;
+pub mod handles;
 pub mod headers;
 pub mod net;
 pub mod plugin;

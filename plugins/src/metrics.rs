@@ -2,7 +2,7 @@
 //! anygate's own answers (404, 413, 502...) are counted like proxied ones. The handles come
 //! from the process's [`Telemetry`]; this plugin only observes.
 
-use crate::ctx::Ctx;
+use crate::ctx::{Ctx, Entry};
 use crate::plugin::{Phases, Plugin};
 use crate::telemetry::{secs, status_label, upstream_error_kind, Telemetry};
 use crate::{BuildCtx, PluginError};
@@ -47,35 +47,53 @@ impl Plugin for Metrics {
 
     fn logging(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
         let t = &self.telemetry;
-        let (entry, route, instance) = (ctx.entry.label(), ctx.route_label(), ctx.instance_label());
+        let status = sent_status(session, ctx);
         let mut buf = [0; 3];
-        let code = status_label(sent_status(session, ctx), &mut buf);
-        if let Ok(c) = t
-            .requests
-            .get_metric_with_label_values(&[entry, route, instance, code])
-        {
-            c.inc();
-        }
-        if let Ok(h) = t
-            .request_duration
-            .get_metric_with_label_values(&[entry, route, instance])
-        {
-            h.observe(secs(ctx.start.elapsed()));
-        }
-        if let Some(d) = ctx.upstream_timecost {
-            if let Some(h) = t.upstream_histogram(instance) {
-                h.observe(secs(d));
+        let code = status_label(status, &mut buf);
+        let elapsed = secs(ctx.start.elapsed());
+        // The usual cases use handles resolved once per route or instance; anything else
+        // (requests that matched nothing) looks its series up by label.
+        let series = match (ctx.entry, &ctx.route, &ctx.instance) {
+            (Entry::Http, Some(r), Some(i)) if Arc::ptr_eq(&r.instance, i) => Some((
+                r.series.route(t, &r.label, &i.id),
+                ["http", r.label.as_str(), i.id.as_str()],
+            )),
+            (Entry::Sdk, None, Some(i)) => Some((
+                &i.series.instance(t, &i.id).sdk,
+                ["sdk", "none", i.id.as_str()],
+            )),
+            _ => None,
+        };
+        match series {
+            Some((s, labels)) => {
+                s.codes.inc(&t.requests, labels, status, code);
+                s.duration.observe(elapsed);
             }
-        }
-        if ctx.instance.is_some() {
-            if let Some(kind) = error.and_then(upstream_error_kind) {
+            None => {
+                let labels = [ctx.entry.label(), ctx.route_label(), ctx.instance_label()];
                 if let Ok(c) = t
-                    .upstream_errors
-                    .get_metric_with_label_values(&[instance, kind])
+                    .requests
+                    .get_metric_with_label_values(&[labels[0], labels[1], labels[2], code])
                 {
                     c.inc();
                 }
+                if let Ok(h) = t.request_duration.get_metric_with_label_values(&labels) {
+                    h.observe(elapsed);
+                }
             }
+        }
+        let Some(i) = &ctx.instance else {
+            return;
+        };
+        let own = i.series.instance(t, &i.id);
+        if let Some(d) = ctx.upstream_timecost {
+            own.upstream.observe(secs(d));
+        }
+        if let Some(c) = error
+            .and_then(upstream_error_kind)
+            .and_then(|k| own.error(k))
+        {
+            c.inc();
         }
     }
 }

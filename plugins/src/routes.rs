@@ -1,6 +1,7 @@
 //! The compiled routing table of SPEC §4: instances by id, domains by host, trigger paths by
 //! segment. Lookups cost the same with one route or ten thousand.
 
+use crate::handles::{Handles, InstanceSeries, Series};
 use ahash::RandomState;
 use http::HeaderValue;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -41,6 +42,8 @@ pub struct Instance {
     /// Ready-made peers (SDK and HTTP entries differ only in their read timeout).
     pub sdk_peer: HttpPeer,
     pub http_peer: HttpPeer,
+    /// This instance's metric handles, resolved by the first request recorded against it.
+    pub series: Handles<InstanceSeries>,
 }
 
 impl std::fmt::Debug for Instance {
@@ -75,6 +78,7 @@ impl Instance {
             addr,
             upstream_type,
             origin_secret,
+            series: Handles::default(),
         }
     }
 }
@@ -128,6 +132,8 @@ pub struct Route {
     pub instance: Arc<Instance>,
     pub passthrough: bool,
     pub auth: Auth,
+    /// This route's metric handles, resolved by the first request recorded against it.
+    pub series: Handles<Series>,
 }
 
 /// What a config route says, before compiling.
@@ -211,6 +217,7 @@ impl RouteTable {
                 instance,
                 passthrough: spec.passthrough,
                 auth: spec.auth,
+                series: Handles::default(),
             });
             let slot = match &spec.domain {
                 DomainKey::Default => table.default.get_or_insert_with(Default::default),
