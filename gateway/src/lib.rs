@@ -1,6 +1,7 @@
 //! The anygate gateway: config, snapshot, the Pingora proxy and the command-line tools.
 
 pub mod admin;
+mod alloc;
 pub mod config;
 pub mod demo;
 pub mod echo;

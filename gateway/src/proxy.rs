@@ -1,6 +1,7 @@
 //! The `ProxyHttp` implementation: dispatch only. Each Pingora phase hands the request to the
 //! chain of the snapshot the request started with.
 
+use crate::front::Refusal;
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
 use anygate_plugins::headers::{
@@ -37,6 +38,8 @@ pub struct RequestCtx {
     /// A reply decided in a phase that can only fail (body, upstream request); written by
     /// `fail_to_proxy`.
     pending: Option<Reply>,
+    /// Set when the connection is over a connection cap (the front decides, this answers).
+    refused: Option<Refusal>,
     _in_flight: InFlight,
 }
 
@@ -100,11 +103,26 @@ impl ProxyHttp for Gateway {
             _in_flight: InFlight::enter(&snap.telemetry.in_flight),
             snap,
             pending: None,
+            refused: None,
+        }
+    }
+
+    /// The front hands a connection's refusal over as the connection's user context.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        rc: &mut RequestCtx,
+        prev: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        if let Ok(r) = prev.downcast::<Refusal>() {
+            rc.refused = Some(*r);
         }
     }
 
     async fn request_filter(&self, session: &mut Session, rc: &mut RequestCtx) -> Result<bool> {
-        let RequestCtx { snap, ctx, .. } = rc;
+        let RequestCtx {
+            snap, ctx, refused, ..
+        } = rc;
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.peer_ip = session
             .client_addr()
@@ -114,6 +132,13 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
+        if let Some(r) = refused.take() {
+            session.set_keepalive(None);
+            let reply = Reply::error_with(ErrorCode::ExceedRatelimit, r.message())
+                .with_header("Retry-After", http::HeaderValue::from_static("1"));
+            reply::write(session, ctx, &snap.chain, reply).await?;
+            return Ok(true);
+        }
         // `force_https` domains: answered on the plain listener before any plugin decides.
         let redirect = match (&snap.tls.redirect, ctx.tls) {
             (Some(r), false) => r.reply(session.req_header()),

@@ -131,6 +131,29 @@ pub fn render(reply: Reply, ctx: &mut Ctx) -> Result<(ResponseHeader, Bytes)> {
     }
 }
 
+/// An error as the bytes of a whole HTTP/1.1 response, with every response header the chain
+/// adds and `Connection: close`: for the connection front, which answers some requests
+/// (a header over the size limit) before Pingora has parsed them.
+pub fn wire_error(chain: &Chain, code: ErrorCode, message: String) -> Vec<u8> {
+    let mut ctx = Ctx::new(0);
+    let Ok((mut header, body)) = render(Reply::error_with(code, message), &mut ctx) else {
+        return Vec::new();
+    };
+    chain.response(&mut header, &mut ctx);
+    let _ = header.insert_header(http::header::CONNECTION, HeaderValue::from_static("close"));
+    let status = header.status;
+    let mut out = Vec::with_capacity(512 + body.len());
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    header.header_to_h1_wire(&mut out);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(&body);
+    out
+}
+
 /// Writes a reply to the client, with every response header the chain adds.
 pub async fn write(
     session: &mut Session,

@@ -333,6 +333,35 @@ pub(crate) fn build(
     let tv = &file.timeouts.value;
     let mut timeouts = Timeouts::default();
     let mut front = crate::front::FrontSettings::default();
+    if let Some(size) = lv.max_header {
+        match usize::try_from(size.0) {
+            Ok(n) if (1024..=1 << 20).contains(&n) => front.max_header = n,
+            _ => e.at(
+                file.limits.mark_of("max_header"),
+                "`limits.max_header` must be between 1KB and 1MB (Pingora's own limit)",
+            ),
+        }
+    }
+    for (key, v, slot) in [
+        (
+            "max_connections",
+            lv.max_connections,
+            &mut front.max_connections,
+        ),
+        (
+            "max_connections_per_ip",
+            lv.max_connections_per_ip,
+            &mut front.max_connections_per_ip,
+        ),
+    ] {
+        match v {
+            Some(0) => e.at(
+                file.limits.mark_of(key),
+                format!("`limits.{key}` must be at least 1 (leave it out for no limit)"),
+            ),
+            v => *slot = v,
+        }
+    }
     for (key, v, slot) in [
         ("connect", tv.connect, &mut timeouts.connect),
         ("sdk", tv.sdk, &mut timeouts.sdk),

@@ -44,6 +44,28 @@ pub struct Telemetry {
     pub in_flight: IntGauge,
     /// `anygate_access_log_dropped_total{reason}`
     pub access_log_dropped: IntCounterVec,
+    /// `anygate_client_connections`: client connections open now (HTTP and HTTPS listeners).
+    pub client_connections: IntGauge,
+    /// `anygate_client_connections_closed_total{reason}`: client connections the gateway
+    /// closed or refused because of its own limits.
+    pub client_closed: IntCounterVec,
+}
+
+/// Reasons in `anygate_client_connections_closed_total`.
+pub const CLIENT_CLOSE_REASONS: [&str; 4] = [
+    "header_timeout",
+    "header_too_large",
+    "max_connections",
+    "max_connections_per_ip",
+];
+
+/// Counts a client connection in `anygate_client_connections` while it lives.
+pub struct OpenConnection(IntGauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Telemetry {
@@ -91,6 +113,22 @@ impl Telemetry {
             ),
             &["reason"],
         )?;
+        let client_connections = IntGauge::new(
+            "anygate_client_connections",
+            "Client connections open now, on the HTTP and HTTPS listeners.",
+        )?;
+        let client_closed = IntCounterVec::new(
+            Opts::new(
+                "anygate_client_connections_closed_total",
+                "Client connections the gateway closed or refused because of its own limits.",
+            ),
+            &["reason"],
+        )?;
+        registry.register(Box::new(client_connections.clone()))?;
+        registry.register(Box::new(client_closed.clone()))?;
+        for r in CLIENT_CLOSE_REASONS {
+            let _ = client_closed.get_metric_with_label_values(&[r]);
+        }
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(request_duration.clone()))?;
         registry.register(Box::new(upstream_duration.clone()))?;
@@ -109,7 +147,22 @@ impl Telemetry {
             upstream_errors,
             in_flight,
             access_log_dropped,
+            client_connections,
+            client_closed,
         })
+    }
+
+    /// Counts an open client connection until the returned guard drops.
+    pub fn client_connection(&self) -> OpenConnection {
+        self.client_connections.inc();
+        OpenConnection(self.client_connections.clone())
+    }
+
+    /// Counts a connection closed or refused for `reason` (one of [`CLIENT_CLOSE_REASONS`]).
+    pub fn client_closed(&self, reason: &str) {
+        if let Ok(c) = self.client_closed.get_metric_with_label_values(&[reason]) {
+            c.inc();
+        }
     }
 
     /// Counts `n` access log lines that were not written.

@@ -128,6 +128,12 @@ pub struct Route {
 pub struct Limits {
     pub max_sdk_body: Option<Size>,
     pub max_body: Option<Size>,
+    /// The largest request header accepted (request line and all header lines).
+    pub max_header: Option<Size>,
+    /// Most client connections open at once.
+    pub max_connections: Option<u32>,
+    /// Most client connections open at once from one address.
+    pub max_connections_per_ip: Option<u32>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]

@@ -271,6 +271,7 @@ mod tests {
             instance: i.clone(),
             passthrough: false,
             auth: Auth::Optional,
+            series: Default::default(),
         })
     }
 

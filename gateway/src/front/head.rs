@@ -1,0 +1,113 @@
+//! Reading one request header whole: the keep-alive timeout before its first byte, the header
+//! timeout from its first byte to its end, and a size limit.
+
+use bytes::BytesMut;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+use tokio::time::{timeout, timeout_at, Instant};
+
+/// Bytes read while waiting for a request: most request headers fit in one such read. They
+/// live in the connection's task while it waits, so this is also most of a waiting
+/// connection's own memory.
+const FIRST_READ: usize = 1024;
+
+/// How waiting for a request header ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Head {
+    /// A whole header, ending at `end` (and whatever followed it in the same reads).
+    Ready { buf: BytesMut, end: usize },
+    /// The client closed or reset the connection, or the server is stopping.
+    Closed,
+    /// No request within the keep-alive timeout.
+    Idle,
+    /// The header did not arrive whole within the header timeout.
+    Slow,
+    /// The header grew past the limit before it ended.
+    TooLarge,
+}
+
+/// Where the header in `buf` ends (just past its empty line), searching from `from`.
+/// Line ends may be CRLF or a bare LF, as Pingora's parser accepts; empty lines before the
+/// request line are skipped (RFC 9112 §2.2).
+pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
+    let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
+    let mut i = from.max(start);
+    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+        let nl = i + off;
+        match buf.get(nl + 1) {
+            Some(b'\n') => return Some(nl + 2),
+            Some(b'\r') if buf.get(nl + 2) == Some(&b'\n') => return Some(nl + 3),
+            _ => i = nl + 1,
+        }
+    }
+    None
+}
+
+/// Waits for the next request header on `stream`.
+pub async fn read_head(
+    stream: &mut Stream,
+    idle: Duration,
+    header: Duration,
+    max: usize,
+    shutdown: &mut ShutdownWatch,
+) -> Head {
+    let mut first = [0u8; FIRST_READ];
+    let n = tokio::select! {
+        r = timeout(idle, stream.read(&mut first)) => match r {
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(n)) => n,
+            Err(_) => return Head::Idle,
+        },
+        _ = shutdown.changed() => return Head::Closed,
+    };
+    let deadline = Instant::now() + header;
+    if let Some(end) = head_end(&first[..n], 0) {
+        return Head::Ready {
+            buf: BytesMut::from(&first[..n]),
+            end,
+        };
+    }
+    let mut buf = BytesMut::with_capacity((2 * n).max(4096).min(max + 1));
+    buf.extend_from_slice(&first[..n]);
+    loop {
+        if buf.len() > max {
+            return Head::TooLarge;
+        }
+        let searched = buf.len().saturating_sub(2);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(buf.len().max(1024));
+        }
+        match timeout_at(deadline, stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
+            Ok(Ok(_)) => {}
+            Err(_) => return Head::Slow,
+        }
+        if let Some(end) = head_end(&buf, searched) {
+            if end > max {
+                return Head::TooLarge;
+            }
+            return Head::Ready { buf, end };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_end;
+
+    #[test]
+    fn finds_the_end_of_a_header() {
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 0), Some(27));
+        assert_eq!(head_end(b"GET / HTTP/1.1\nHost: a\n\nbody", 0), Some(24));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\n\r\nx", 0), Some(26));
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n", 0), None);
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r", 0), None);
+        // Empty lines before the request line are not the end of a header.
+        assert_eq!(head_end(b"\r\n\r\n", 0), None);
+        assert_eq!(head_end(b"\r\nGET / HTTP/1.1\r\n\r\n", 0), Some(20));
+        // A search resumed past the start still finds an end split across reads.
+        assert_eq!(head_end(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 23), Some(27));
+    }
+}
