@@ -2,7 +2,6 @@
 //! (`limits.max_connections`, `limits.max_connections_per_ip`).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -52,9 +51,7 @@ pub struct ConnGuard {
 
 impl Conns {
     fn shard(&self, ip: &IpAddr) -> &Mutex<HashMap<IpAddr, u32>> {
-        let mut h = self.hasher.build_hasher();
-        ip.hash(&mut h);
-        &self.per_ip[(h.finish() as usize) % SHARDS]
+        &self.per_ip[(self.hasher.hash_one(ip) as usize) % SHARDS]
     }
 
     /// Counts a new connection from `ip`; says whether it is over a cap (it is counted
