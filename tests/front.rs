@@ -107,7 +107,7 @@ fn a_thousand_slow_headers_are_cut_off_while_normal_requests_are_served() {
     assert_eq!(open, 0, "slow connections still open after their deadline");
     assert!(served >= 10);
     assert_eq!(
-        up.count() as usize,
+        up.count(),
         served + 1,
         "no slow request reached the instance"
     );
