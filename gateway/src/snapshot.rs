@@ -299,7 +299,7 @@ pub fn compile(
         domains.insert(name, d.at);
     }
 
-    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
+    let tls = crate::tls::compile(file, &listeners, &mut e.list);
 
     // Limits and timeouts.
     let lv = &file.limits.value;

@@ -1,5 +1,6 @@
 //! The holder of the current [`Snapshot`]: one atomic pointer, swapped whole on a reload,
-//! plus the reload counters the metrics export.
+//! plus the reload counters the metrics export, and the TLS state that changes between
+//! reloads (certificates issued by ACME, pending challenges).
 
 use crate::snapshot::Snapshot;
 use arc_swap::ArcSwap;
@@ -14,6 +15,9 @@ pub struct Store {
     pub reloads_failed: AtomicU64,
     /// Unix seconds of the last successful load.
     pub last_success: AtomicU64,
+    /// ACME certificates and challenges: swapped on their own, beside the snapshot, so an
+    /// issued certificate never waits for (or races with) a config reload.
+    pub acme: crate::acme::Live,
 }
 
 fn unix_now() -> u64 {
@@ -29,6 +33,7 @@ impl Store {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             last_success: AtomicU64::new(unix_now()),
+            acme: crate::acme::Live::default(),
         }
     }
 

@@ -94,6 +94,8 @@ pub struct FileConfig {
     pub plugins: Option<Vec<Item<PluginConfig>>>,
     /// HTTPS listener settings (default certificate, unknown SNI).
     pub tls: Item<model::TlsListener>,
+    /// Automatic HTTPS (SPEC §11); `None` when the file has no `acme:`.
+    pub acme: Option<Item<model::Acme>>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,
@@ -106,6 +108,8 @@ pub struct Incomplete {
     pub domains: bool,
     pub instances: bool,
     pub plugins: bool,
+    /// `acme:` is written but could not be read.
+    pub acme: bool,
 }
 
 impl FileConfig {
