@@ -92,9 +92,10 @@ pub fn due(c: &CertKey, renew_before: Duration) -> SystemTime {
 
 /// What checking a domain came to.
 enum Outcome {
-    /// A stored certificate is served and good until `due`.
+    /// A stored certificate is served and good until `due`; it expires at `not_after`.
     Current {
         due: SystemTime,
+        not_after: String,
     },
     /// A new certificate was ordered, stored and swapped in.
     Issued {
@@ -122,6 +123,8 @@ struct Domain {
     next: Instant,
     failures: u32,
     running: bool,
+    /// Whether a certificate for it was served since it was added.
+    served: bool,
 }
 
 pub struct AcmeService {
@@ -218,9 +221,13 @@ fn install(store: &Store, domain: &str, c: CertKey) {
     }
 }
 
-/// Loads the stored certificate of `domain` and serves it; `Some(due)` when it needs no
-/// renewal yet.
-async fn serve_stored(store: &Store, ca: &Ca, domain: &str) -> Result<Option<SystemTime>, String> {
+/// Loads the stored certificate of `domain` and serves it; `Some((due, notAfter))` when it
+/// needs no renewal yet.
+async fn serve_stored(
+    store: &Store,
+    ca: &Ca,
+    domain: &str,
+) -> Result<Option<(SystemTime, String)>, String> {
     let Some(stored) = ca
         .store
         .certificate(domain)
@@ -240,15 +247,16 @@ async fn serve_stored(store: &Store, ca: &Ca, domain: &str) -> Result<Option<Sys
         }
     };
     let due = due(&c, ca.settings.renew_before);
+    let not_after = c.leaf.not_after().to_string();
     // Even an expiring one is served while its successor is ordered: it never gets worse.
     install(store, domain, c);
-    Ok((SystemTime::now() < due).then_some(due))
+    Ok((SystemTime::now() < due).then_some((due, not_after)))
 }
 
 /// Checks one domain: the stored certificate if it is good, else a new order.
 async fn check(store: Arc<Store>, ca: Arc<Ca>, domain: String) -> Outcome {
     match serve_stored(&store, &ca, &domain).await {
-        Ok(Some(due)) => return Outcome::Current { due },
+        Ok(Some((due, not_after))) => return Outcome::Current { due, not_after },
         Ok(None) => {}
         Err(e) => return Outcome::Failed(e),
     }
@@ -259,7 +267,7 @@ async fn check(store: Arc<Store>, ca: Arc<Ca>, domain: String) -> Outcome {
     };
     // Another orderer may have finished while we waited for the lock.
     let outcome = match serve_stored(&store, &ca, &domain).await {
-        Ok(Some(due)) => Outcome::Current { due },
+        Ok(Some((due, not_after))) => Outcome::Current { due, not_after },
         Ok(None) => match tokio::time::timeout(ORDER_TIMEOUT, issue(&store, &ca, &domain)).await {
             Ok(Ok(due)) => Outcome::Issued { due },
             Ok(Err(e)) => Outcome::Failed(e),
@@ -353,6 +361,7 @@ impl BackgroundService for AcmeService {
                             next: Instant::now(),
                             failures: 0,
                             running: false,
+                            served: false,
                         }
                     });
                 }
@@ -396,12 +405,20 @@ impl BackgroundService for AcmeService {
                     d.running = false;
                     let now = Instant::now();
                     match outcome {
-                        Outcome::Current { due } => {
+                        Outcome::Current { due, not_after } => {
+                            if !d.served {
+                                info!(
+                                    "ACME {name}: serving the stored certificate (valid until {not_after}, renewal in {}s)",
+                                    until(due).as_secs()
+                                );
+                            }
+                            d.served = true;
                             d.failures = 0;
                             d.next = now + until(due).min(CHECK_EVERY);
                         }
                         Outcome::Issued { due } => {
                             self.count(&name, "success");
+                            d.served = true;
                             d.failures = 0;
                             d.next = now + until(due).min(CHECK_EVERY);
                         }

@@ -2,6 +2,7 @@
 //! (`anygate check` included) without contacting the CA.
 
 use crate::config::model::{Challenge, DomainTls};
+use crate::config::units::parse_duration;
 use crate::config::{ConfigError, FileConfig, Item, Mark};
 use crate::snapshot::{relative_to, Listeners};
 use std::path::{Path, PathBuf};
@@ -190,14 +191,32 @@ pub fn compile(
             err(item.mark_of("storage"), m);
         }
     }
-    let renew_before = a.renew_before.map_or(DEFAULT_RENEW_BEFORE, |d| d.0);
-    if renew_before.is_zero() {
-        err(
-            item.mark_of("renew_before"),
-            "`renew_before` must be more than 0".into(),
-        );
-    }
-    let challenge = a.challenge.unwrap_or_default();
+    let renew_before = match a.renew_before.as_deref().map(parse_duration) {
+        None => DEFAULT_RENEW_BEFORE,
+        Some(Ok(d)) if !d.is_zero() => d,
+        Some(Ok(_)) => {
+            err(
+                item.mark_of("renew_before"),
+                "`renew_before` must be more than 0".into(),
+            );
+            DEFAULT_RENEW_BEFORE
+        }
+        Some(Err(m)) => {
+            err(item.mark_of("renew_before"), m);
+            DEFAULT_RENEW_BEFORE
+        }
+    };
+    let challenge = match a.challenge.as_deref() {
+        None | Some("http-01") => Challenge::Http01,
+        Some("tls-alpn-01") => Challenge::TlsAlpn01,
+        Some(other) => {
+            err(
+                item.mark_of("challenge"),
+                format!("`challenge` is `http-01` or `tls-alpn-01`, not `{other}` (anygate does not do dns-01)"),
+            );
+            Challenge::Http01
+        }
+    };
     if !domains.is_empty() {
         let (listener, needs) = match challenge {
             Challenge::Http01 => (listeners.http, "`challenge: http-01` needs an HTTP listener (`listen.http`, reachable on port 80 from the CA); or use `challenge: tls-alpn-01`"),

@@ -145,18 +145,17 @@ pub struct Timeouts {
 }
 
 /// The ACME challenge the CA validates a domain with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum Challenge {
     /// `http://<domain>/.well-known/acme-challenge/<token>` on the HTTP listener (port 80).
     #[default]
-    #[serde(rename = "http-01")]
     Http01,
     /// A handshake with ALPN `acme-tls/1` on the HTTPS listener (port 443).
-    #[serde(rename = "tls-alpn-01")]
     TlsAlpn01,
 }
 
-/// The top-level `acme:` section (SPEC §11).
+/// The top-level `acme:` section (SPEC §11). Values are read as text and checked when the
+/// config is compiled, so that every mistake in the section is reported at once.
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Acme {
@@ -168,6 +167,8 @@ pub struct Acme {
     pub ca_roots: Option<String>,
     /// Account key, keys and certificates.
     pub storage: Option<String>,
-    pub renew_before: Option<Dur>,
-    pub challenge: Option<Challenge>,
+    /// A duration (`30d`).
+    pub renew_before: Option<String>,
+    /// `http-01` or `tls-alpn-01`.
+    pub challenge: Option<String>,
 }
