@@ -318,7 +318,7 @@ fn a_refusing_or_down_ca_is_retried_with_backoff_and_the_old_certificate_stays()
     site.pebble.kill();
     failed(&gw, "good.example.com", 2.0);
     let (now, status) = client::get(gw.https, "good.example.com", &root, Some("/")).unwrap();
-    assert_eq!((now, status), (good, 200));
+    assert_eq!((&now, status), (&good, 200));
     assert!(gw.is_running());
     assert!(
         gw.stderr()
@@ -326,4 +326,17 @@ fn a_refusing_or_down_ca_is_retried_with_backoff_and_the_old_certificate_stays()
         "{}",
         gw.stderr()
     );
+
+    // The CA comes back, with no memory of the account: a new one is registered and the
+    // renewal goes through.
+    site.pebble.restart();
+    let new_root = site.pebble.root();
+    let renewed = wait_served(&gw, "good.example.com", &new_root, Duration::from_secs(60));
+    assert_ne!(renewed.serial, good.serial);
+    assert!(
+        gw.stderr().contains("accountDoesNotExist"),
+        "{}",
+        gw.stderr()
+    );
+    assert_eq!(orders(&gw, "good.example.com", "success"), 2.0);
 }

@@ -15,6 +15,8 @@ pub struct Pebble {
     pub tls_ca: TestCa,
     pub directory: String,
     pub management: SocketAddr,
+    listen: SocketAddr,
+    dns_port: u16,
     dns_management: SocketAddr,
     dir: tempfile::TempDir,
     pebble: Option<Child>,
@@ -113,31 +115,47 @@ impl Pebble {
             ]),
             &dns_log,
         );
-        let pebble_log = dir.path().join("pebble.log");
-        let pebble = spawn(
+        let mut p = Pebble {
+            tls_ca,
+            directory: format!("https://{listen}/dir"),
+            management,
+            listen,
+            dns_port,
+            dns_management,
+            dir,
+            pebble: None,
+            dns: Some(dns),
+        };
+        wait_tcp(dns_management, "pebble-challtestsrv", &dns_log);
+        p.launch();
+        p
+    }
+
+    fn launch(&mut self) {
+        let pebble_log = self.dir.path().join("pebble.log");
+        self.pebble = Some(spawn(
             Command::new("pebble")
                 .arg("-config")
-                .arg(&config_path)
+                .arg(self.dir.path().join("pebble.json"))
                 .arg("-dnsserver")
-                .arg(format!("127.0.0.1:{dns_port}"))
+                .arg(format!("127.0.0.1:{}", self.dns_port))
                 .env("PEBBLE_VA_NOSLEEP", "1")
                 .env("PEBBLE_WFE_NONCEREJECT", "0")
                 .env("PEBBLE_AUTHZREUSE", "0"),
             &pebble_log,
+        ));
+        wait_tcp(self.listen, "pebble", &pebble_log);
+        wait_tcp(
+            self.management,
+            "pebble's management interface",
+            &pebble_log,
         );
-        let p = Pebble {
-            tls_ca,
-            directory: format!("https://{listen}/dir"),
-            management,
-            dns_management,
-            dir,
-            pebble: Some(pebble),
-            dns: Some(dns),
-        };
-        wait_tcp(dns_management, "pebble-challtestsrv", &dns_log);
-        wait_tcp(listen, "pebble", &pebble_log);
-        wait_tcp(management, "pebble's management interface", &pebble_log);
-        p
+    }
+
+    /// Starts the CA again on the same ports: a new root, and no memory of accounts.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
     }
 
     #[allow(dead_code)]

@@ -8,6 +8,7 @@ use rustls_pki_types::CertificateDer;
 use std::path::Path;
 use std::sync::Arc;
 
+use super::order::why;
 use super::settings::Settings;
 use super::storage::CertStore;
 
@@ -41,10 +42,19 @@ fn http_client(ca_roots: Option<&Path>) -> Result<Box<dyn instant_acme::HttpClie
     Ok(Box::new(client))
 }
 
-/// The account for `settings.directory`: the stored one, or a new one (then stored).
-pub async fn load_or_create(settings: &Settings, store: &dyn CertStore) -> Result<Account, String> {
+/// The account for `settings.directory`: the stored one (unless `fresh`), or a new one (then
+/// stored, replacing the old).
+pub async fn load_or_create(
+    settings: &Settings,
+    store: &dyn CertStore,
+    fresh: bool,
+) -> Result<Account, String> {
     let builder = || http_client(settings.ca_roots.as_deref()).map(Account::builder_with_http);
-    if let Some(bytes) = store.account().await.map_err(|e| e.to_string())? {
+    let stored = match fresh {
+        true => None,
+        false => store.account().await.map_err(|e| e.to_string())?,
+    };
+    if let Some(bytes) = stored {
         let creds: AccountCredentials = serde_json::from_slice(&bytes).map_err(|e| {
             format!(
                 "the stored account ({}) is unreadable: {e}",
@@ -53,8 +63,9 @@ pub async fn load_or_create(settings: &Settings, store: &dyn CertStore) -> Resul
         })?;
         return builder()?.from_credentials(creds).await.map_err(|e| {
             format!(
-                "cannot reach the ACME directory {}: {e}",
-                settings.directory
+                "cannot reach the ACME directory {}: {}",
+                settings.directory,
+                why(&e)
             )
         });
     }
@@ -71,7 +82,13 @@ pub async fn load_or_create(settings: &Settings, store: &dyn CertStore) -> Resul
             None,
         )
         .await
-        .map_err(|e| format!("cannot create an account at {}: {e}", settings.directory))?;
+        .map_err(|e| {
+            format!(
+                "cannot create an account at {}: {}",
+                settings.directory,
+                why(&e)
+            )
+        })?;
     let bytes = serde_json::to_vec(&creds).map_err(|e| e.to_string())?;
     store.put_account(&bytes).await.map_err(|e| e.to_string())?;
     info!(

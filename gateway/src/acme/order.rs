@@ -15,6 +15,21 @@ const POLL: RetryPolicy = RetryPolicy::new()
     .backoff(1.5)
     .timeout(Duration::from_secs(120));
 
+/// An error with its causes (hyper's "client error (Connect)" alone does not say why).
+pub fn why(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
+}
+
 /// Orders a certificate for `domain` with `account`, answering `challenge` through `store`.
 pub async fn order(
     account: &Account,
@@ -26,7 +41,7 @@ pub async fn order(
     let mut order = account
         .new_order(&NewOrder::new(&ids))
         .await
-        .map_err(|e| format!("new order: {e}"))?;
+        .map_err(|e| format!("new order: {}", why(&e)))?;
     let mut published = Vec::new();
     let result = validate_and_finalize(&mut order, domain, challenge, store, &mut published).await;
     for p in &published {
@@ -50,7 +65,7 @@ async fn validate_and_finalize(
     };
     let mut authorizations = order.authorizations();
     while let Some(authz) = authorizations.next().await {
-        let mut authz = authz.map_err(|e| format!("authorization: {e}"))?;
+        let mut authz = authz.map_err(|e| format!("authorization: {}", why(&e)))?;
         match authz.status {
             AuthorizationStatus::Pending => {}
             AuthorizationStatus::Valid => continue,
@@ -77,27 +92,27 @@ async fn validate_and_finalize(
         store
             .put_challenge(&pending)
             .await
-            .map_err(|e| format!("cannot publish the challenge answer: {e}"))?;
+            .map_err(|e| format!("cannot publish the challenge answer: {}", why(&e)))?;
         published.push(pending);
         ch.set_ready()
             .await
-            .map_err(|e| format!("challenge: {e}"))?;
+            .map_err(|e| format!("challenge: {}", why(&e)))?;
     }
     let status = order
         .poll_ready(&POLL)
         .await
-        .map_err(|e| format!("validation: {e}"))?;
+        .map_err(|e| format!("validation: {}", why(&e)))?;
     if status != OrderStatus::Ready {
         return Err(format!("validation failed: {}", why_invalid(order).await));
     }
     let key_pem = order
         .finalize()
         .await
-        .map_err(|e| format!("finalize: {e}"))?;
+        .map_err(|e| format!("finalize: {}", why(&e)))?;
     let chain_pem = order
         .poll_certificate(&POLL)
         .await
-        .map_err(|e| format!("certificate: {e}"))?;
+        .map_err(|e| format!("certificate: {}", why(&e)))?;
     Ok(StoredCert { chain_pem, key_pem })
 }
 

@@ -19,7 +19,7 @@ use prometheus::{IntCounterVec, Opts, Registry};
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tokio::sync::OnceCell;
+use tokio::sync::Mutex;
 use tokio::task::JoinSet;
 
 /// Orders (and storage checks) running at once; the rest wait their turn.
@@ -30,6 +30,8 @@ const CHECK_EVERY: Duration = Duration::from_secs(3600);
 const FOLLOW: Duration = Duration::from_secs(1);
 /// A whole order, from new-order to certificate, gives up after this.
 const ORDER_TIMEOUT: Duration = Duration::from_secs(300);
+/// RFC 8555's problem type for an account the CA does not know.
+const ACCOUNT_GONE: &str = "urn:ietf:params:acme:error:accountDoesNotExist";
 /// Test-only: `MIN,MAX` retry backoff instead of 1m,1h (e.g. `1s,4s`). Not a config key.
 pub const BACKOFF_ENV: &str = "ANYGATE_TEST_ACME_BACKOFF";
 
@@ -110,7 +112,35 @@ enum Outcome {
 struct Ca {
     settings: Arc<Settings>,
     store: Arc<dyn CertStore>,
-    account: OnceCell<Account>,
+    /// Made (or loaded) at the first order; one at a time.
+    account: Arc<Mutex<AccountState>>,
+}
+
+#[derive(Default)]
+struct AccountState {
+    account: Option<Account>,
+    /// The CA no longer knows the stored account: make a new one.
+    gone: bool,
+}
+
+impl Ca {
+    async fn account(&self) -> Result<Account, String> {
+        let mut a = self.account.lock().await;
+        if let Some(account) = &a.account {
+            return Ok(account.clone());
+        }
+        let account = load_or_create(&self.settings, self.store.as_ref(), a.gone).await?;
+        a.account = Some(account.clone());
+        a.gone = false;
+        Ok(account)
+    }
+
+    async fn forget_account(&self) {
+        *self.account.lock().await = AccountState {
+            account: None,
+            gone: true,
+        };
+    }
 }
 
 fn same_ca(a: &Settings, b: &Settings) -> bool {
@@ -161,7 +191,7 @@ impl AcmeService {
         Ok(Arc::new(Ca {
             settings: settings.clone(),
             store: Arc::new(files),
-            account: OnceCell::new(),
+            account: Arc::default(),
         }))
     }
 
@@ -282,11 +312,17 @@ async fn check(store: Arc<Store>, ca: Arc<Ca>, domain: String) -> Outcome {
 /// Orders, stores, then serves a certificate for `domain`.
 async fn issue(store: &Store, ca: &Ca, domain: &str) -> Result<SystemTime, String> {
     let started = Instant::now();
-    let account = ca
-        .account
-        .get_or_try_init(|| load_or_create(&ca.settings, ca.store.as_ref()))
-        .await?;
-    let stored = order(account, domain, ca.settings.challenge, ca.store.as_ref()).await?;
+    let account = ca.account().await?;
+    let stored = match order(&account, domain, ca.settings.challenge, ca.store.as_ref()).await {
+        Ok(s) => s,
+        // The CA lost or closed the account (a test CA restarted, staging reset): the next
+        // attempt registers a new one.
+        Err(e) if e.contains(ACCOUNT_GONE) => {
+            ca.forget_account().await;
+            return Err(format!("{e}; a new account will be registered"));
+        }
+        Err(e) => return Err(e),
+    };
     let c =
         usable(domain, &stored).map_err(|e| format!("the CA sent an unusable certificate: {e}"))?;
     ca.store
@@ -303,6 +339,17 @@ async fn issue(store: &Store, ca: &Ca, domain: &str) -> Result<SystemTime, Strin
     );
     install(store, domain, c);
     Ok(due)
+}
+
+/// `90s`, `5m`, `3h`, `89d`: for log lines.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..120 => format!("{s}s"),
+        120..7_200 => format!("{}m", s / 60),
+        7_200..172_800 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
 }
 
 fn until(t: SystemTime) -> Duration {
@@ -408,8 +455,8 @@ impl BackgroundService for AcmeService {
                         Outcome::Current { due, not_after } => {
                             if !d.served {
                                 info!(
-                                    "ACME {name}: serving the stored certificate (valid until {not_after}, renewal in {}s)",
-                                    until(due).as_secs()
+                                    "ACME {name}: serving the stored certificate (valid until {not_after}, renewal in {})",
+                                    human(until(due))
                                 );
                             }
                             d.served = true;
@@ -423,7 +470,7 @@ impl BackgroundService for AcmeService {
                             d.next = now + until(due).min(CHECK_EVERY);
                         }
                         Outcome::Busy => {
-                            info!("ACME {name}: another process is ordering it; looking again in {:?}", self.backoff.min);
+                            info!("ACME {name}: another process is ordering it; looking again in {}", human(self.backoff.min));
                             d.next = now + self.backoff.min;
                         }
                         Outcome::Failed(why) => {
@@ -432,9 +479,9 @@ impl BackgroundService for AcmeService {
                             let wait = self.backoff.after(d.failures);
                             d.next = now + wait;
                             error!(
-                                "ACME order for {name}: failure ({} in a row): {why}; retrying in {}s",
+                                "ACME order for {name}: failure ({} in a row): {why}; retrying in {}",
                                 d.failures,
-                                wait.as_secs()
+                                human(wait)
                             );
                         }
                     }
@@ -458,5 +505,25 @@ mod tests {
         let waits: Vec<u64> = (1..=8).map(|n| b.after(n).as_secs()).collect();
         assert_eq!(waits, [60, 120, 240, 480, 960, 1920, 3600, 3600]);
         assert_eq!(b.after(1000).as_secs(), 3600);
+    }
+
+    #[test]
+    fn renewal_is_due_renew_before_the_end_but_not_before_half_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["a.test".to_string()]).unwrap();
+        let start = rcgen::date_time_ymd(2030, 1, 1);
+        params.not_before = start;
+        params.not_after = start + std::time::Duration::from_secs(90 * 86_400);
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(dir.path().join("c.pem"), cert.pem()).unwrap();
+        std::fs::write(dir.path().join("c.key"), key.serialize_pem()).unwrap();
+        let c =
+            crate::tls::load_pair(&dir.path().join("c.pem"), &dir.path().join("c.key")).unwrap();
+        let day = |n: u64| Duration::from_secs(n * 86_400);
+        let end = UNIX_EPOCH + Duration::from_secs(c.not_after as u64);
+        assert_eq!(due(&c, day(30)), end - day(30));
+        // Longer than the certificate lives: at half-life.
+        assert_eq!(due(&c, day(365)), end - day(45));
     }
 }

@@ -31,15 +31,19 @@ pub fn served(store: &Store) -> Vec<CertFacts> {
     let snap = store.load();
     let issued = store.acme.issued.load();
     let certs = &snap.tls.certs;
-    let files = certs.files().map(|(domain, c)| (domain, c.clone()));
-    let acme = certs
-        .acme_domains()
-        .filter_map(|d| issued.get(d).map(|c| (d.to_string(), c.clone())));
+    let files = certs
+        .files()
+        .map(|(domain, c)| (domain, Origin::File, c.clone()));
+    let acme = certs.acme_domains().filter_map(|d| {
+        issued
+            .get(d)
+            .map(|c| (d.to_string(), Origin::Acme, c.clone()))
+    });
     let mut out: Vec<CertFacts> = files
         .chain(acme)
-        .map(|(domain, c)| CertFacts {
+        .map(|(domain, origin, c)| CertFacts {
             domain,
-            origin: c.origin,
+            origin,
             source: c.source.clone(),
             names: c.names.clone(),
             not_before: c.not_before,
