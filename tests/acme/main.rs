@@ -179,6 +179,18 @@ fn http01_certificate_is_issued_served_and_reused_after_a_restart() {
     );
     assert_eq!(orders(&gw, "api.example.com", "success"), 0.0);
     assert_eq!(orders(&gw, "api.example.com", "failure"), 0.0);
+
+    // Deleting the certificate and reloading (SIGHUP) orders a new one.
+    std::fs::remove_file(ca_dir.join("api.example.com.crt")).unwrap();
+    gw.signal("HUP");
+    scrape_until(gw.admin, Duration::from_secs(60), "a new order", |s| {
+        s.get(
+            ORDERS,
+            &[("domain", "api.example.com"), ("result", "success")],
+        ) == Some(1.0)
+    });
+    let (renewed, _) = client::get(gw.https, "api.example.com", &root, None).unwrap();
+    assert_ne!(renewed.serial, first.serial);
 }
 
 #[test]
@@ -200,14 +212,22 @@ fn tls_alpn01_certificate_and_a_domain_added_by_reload() {
     // Until it is issued, a new domain is an unknown name (no default here: refused).
     assert!(client::get(gw.https, "shop.example.com", &root, None).is_err());
 
-    // A reload that adds a domain orders it.
-    gw.write_config(&site.yaml(
-        &["api.example.com", "shop.example.com"],
-        "  challenge: tls-alpn-01",
-    ));
-    let shop = wait_served(&gw, "shop.example.com", &root, Duration::from_secs(60));
-    assert_eq!(shop.names, ["shop.example.com"]);
-    assert_eq!(orders(&gw, "shop.example.com", "success"), 1.0);
+    // A reload that adds domains orders them: four at once, through the queue (three run at
+    // a time).
+    let added = [
+        "shop.example.com",
+        "www.example.com",
+        "m.example.com",
+        "admin.example.com",
+    ];
+    let mut all = vec!["api.example.com"];
+    all.extend(added);
+    gw.write_config(&site.yaml(&all, "  challenge: tls-alpn-01"));
+    for d in added {
+        let served = wait_served(&gw, d, &root, Duration::from_secs(60));
+        assert_eq!(served.names, [d]);
+        assert_eq!(orders(&gw, d, "success"), 1.0, "{d}");
+    }
     assert_eq!(
         orders(&gw, "api.example.com", "success"),
         1.0,

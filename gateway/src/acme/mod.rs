@@ -14,6 +14,7 @@
 
 mod account;
 pub mod challenge;
+mod domain;
 pub mod files;
 mod order;
 mod service;
