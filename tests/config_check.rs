@@ -145,7 +145,6 @@ const BAD: &[(&str, &str, usize, usize, &str)] = &[
     ("chain without routing", "env: e\nlisten: { http: \"127.0.0.1:1\" }\nplugins:\n  - name: request_id\n", 4, 5, "needs `routing`"),
     ("YAML syntax error", "env: e\nlisten: { http: \"127.0.0.1:1\"\nroutes: []\n", 3, 1, "YAML"),
     ("missing env", "listen: { http: \"127.0.0.1:1\" }\n", 1, 1, "`env` is required"),
-    ("missing origin secret variable", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - { id: a, address: 10.0.0.1, origin_secret_env: ANYGATE_TEST_UNSET_SECRET }\n", 4, 52, "ANYGATE_TEST_UNSET_SECRET"),
     ("bad trigger path", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: api, instance: a }\n", 5, 30, "must start with `/`"),
     ("dotted trigger path", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: default, path: /a/../b, instance: a }\n", 5, 30, "`..`"),
 ];
@@ -208,4 +207,127 @@ fn run_refuses_a_broken_config_with_the_same_errors() {
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("broken.yaml:3:"), "{err}");
     assert!(err.contains("instance `ghost`"), "{err}");
+}
+
+/// Where the file names each variable: `(line, col, VAR)` of every `*_env: VAR` value.
+fn env_settings(text: &str) -> Vec<(usize, usize, String)> {
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let code = line.split(" #").next().unwrap_or(line);
+        let mut rest = code;
+        let mut offset = 0;
+        while let Some(at) = rest.find("_env:") {
+            let after = &rest[at + 5..];
+            let value = after.trim_start();
+            let start = offset + at + 5 + (after.len() - value.len());
+            let name: String = value
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() {
+                out.push((i + 1, start + 1, name));
+            }
+            offset += at + 5;
+            rest = after;
+        }
+    }
+    out
+}
+
+#[test]
+fn edge_yaml_without_its_secrets_passes_check_with_a_warning_for_each() {
+    let path = conf_dir().join("edge.yaml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let named = env_settings(&text);
+    assert!(named.len() >= 4, "edge.yaml names its secrets: {named:?}");
+    let unset: Vec<&str> = SAMPLE_SECRETS.iter().map(|(k, _)| *k).collect();
+    let args = ["check".as_ref(), "-c".as_ref(), path.as_os_str()];
+    let timeout = std::time::Duration::from_secs(20);
+
+    let (code, out, err) = common::gateway::run_anygate_env(&args, &[], &unset, timeout);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains(&format!(": ok, {} warnings", named.len())),
+        "{out}"
+    );
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains(": warning: ")).collect();
+    assert_eq!(warnings.len(), named.len(), "{err}");
+    for (line, col, var) in &named {
+        let want =
+            format!("edge.yaml:{line}:{col}: warning: environment variable `{var}` is not set");
+        assert!(
+            warnings.iter().any(|w| w.contains(&want)),
+            "{want} missing from:\n{err}"
+        );
+    }
+
+    // --strict: what `run` would say, every variable at once, exit 1.
+    let strict = [
+        "check".as_ref(),
+        "--strict".as_ref(),
+        "-c".as_ref(),
+        path.as_os_str(),
+    ];
+    let (code, out, err) = common::gateway::run_anygate_env(&strict, &[], &unset, timeout);
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(!err.contains("warning:"), "{err}");
+    for (line, col, var) in &named {
+        let want = format!("edge.yaml:{line}:{col}: environment variable `{var}` is not set");
+        assert!(err.contains(&want), "{want} missing from:\n{err}");
+    }
+
+    // With the variables set, --strict passes and nothing is warned about.
+    let (code, out, err) = common::gateway::run_anygate_env(&strict, SAMPLE_SECRETS, &[], timeout);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(": ok (chain:"), "{out}");
+    assert!(!err.contains("warning:"), "{err}");
+
+    // `run` stays fatal without them, and names them all.
+    let run = [
+        "run".as_ref(),
+        "-t".as_ref(),
+        "-c".as_ref(),
+        path.as_os_str(),
+    ];
+    let (code, _out, err) = common::gateway::run_anygate_env(&run, &[], &unset, timeout);
+    assert_eq!(code, 1, "{err}");
+    for (_, _, var) in &named {
+        assert!(err.contains(&format!("`{var}` is not set")), "{var}: {err}");
+    }
+}
+
+#[test]
+fn independent_errors_in_one_file_are_all_reported() {
+    // Each line holds mistakes that used to hide one another: a route's domain, instance and
+    // path; an instance's id, address and type; a plugin that fails to build after all that.
+    let yaml = "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances:\n  - { id: \"a b\", address: \"10.0.0.1:99999\", upstream_type: \"\" }\n  - { id: ok, address: 10.0.0.2, origin_secret_env: ANYGATE_TEST_UNSET_SECRET }\nroutes:\n  - { domain: nowhere.example, path: api, instance: ghost }\n  - { domain: default, path: /x, instance: ok }\nplugins:\n  - name: identity\n    mode: trusted_front\n  - name: routing\n";
+    let (code, _out, err) = check(yaml);
+    assert_eq!(code, 1, "{err}");
+    for (line, col, needle) in [
+        (4, 11, "may only use letters"),
+        (4, 27, "invalid port"),
+        (4, 60, "cannot be sent as a header"),
+        (7, 15, "domain `nowhere.example`"),
+        (7, 38, "must start with `/`"),
+        (7, 53, "instance `ghost`"),
+        (11, 11, "needs `trusted_fronts"),
+    ] {
+        let want = format!("anygate.yaml:{line}:{col}: ");
+        assert!(
+            err.lines().any(|l| l.contains(&want) && l.contains(needle)),
+            "{want}…{needle} missing from:\n{err}"
+        );
+    }
+    // The unset secret is a warning in check, on its own line, and not an error.
+    assert!(
+        err.lines().any(|l| l.contains(
+            "anygate.yaml:5:53: warning: environment variable `ANYGATE_TEST_UNSET_SECRET`"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        err.lines().filter(|l| l.contains("anygate.yaml:")).count(),
+        8,
+        "{err}"
+    );
 }

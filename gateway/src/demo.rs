@@ -7,6 +7,7 @@ const DEMO_YAML: &str = r#"
 env: demo-1a2b3c
 listen:
   http: "@LISTEN@"
+  admin: "@ADMIN@"
 server: { threads: 1, grace_period: 1s, graceful_shutdown_timeout: 1s }
 domains:
   - name: api.example.com
@@ -20,16 +21,18 @@ routes:
 "#;
 
 /// The demo's config for the given addresses.
-pub fn config(listen: &str, echo: &str) -> String {
+pub fn config(listen: &str, echo: &str, admin: &str) -> String {
     DEMO_YAML
         .replace("@LISTEN@", listen)
         .replace("@ECHO@", echo)
+        .replace("@ADMIN@", admin)
 }
 
 /// The curl lines the demo prints.
-pub fn curl_lines(listen: &str) -> String {
+pub fn curl_lines(listen: &str, admin: &str) -> String {
     format!(
-        r#"anygate demo is running: gateway on http://{listen}, echo upstream behind it.
+        r#"anygate demo is running: gateway on http://{listen}, echo upstream behind it,
+admin listener on http://{admin}.
 Try:
 
 # 1. An SDK call, as wx.cloud.callContainer sends it (X-WX-SERVICE + X-Vm-Service):
@@ -41,14 +44,18 @@ curl -i -H 'Host: demo-1a2b3c.service.tcloudbase.com' 'http://{listen}/api/user/
 # 3. An unknown instance: 404 SERVICE_NOT_FOUND with a JSON body:
 curl -i -H 'X-WX-SERVICE: tcbanyservice' -H 'X-Vm-Service: lhins-nope' 'http://{listen}/'
 
+# 4. The admin listener: readiness, then the metrics of the calls above:
+curl -i 'http://{admin}/readyz'
+curl -s 'http://{admin}/metrics'
+
 Every answer carries X-Cloudbase-Request-Id, -Upstream-Status-Code, -Upstream-Timecost and
 -Upstream-Type. Stop with Ctrl-C.
 "#
     )
 }
 
-pub fn run(listen: &str, echo: &str) -> i32 {
-    let yaml = config(listen, echo);
+pub fn run(listen: &str, echo: &str, admin: &str) -> i32 {
+    let yaml = config(listen, echo, admin);
     let telemetry = match server::new_telemetry() {
         Ok(t) => t,
         Err(e) => {
@@ -65,6 +72,6 @@ pub fn run(listen: &str, echo: &str) -> i32 {
     };
     let store = std::sync::Arc::new(crate::snapshot::Store::new(snap));
     let srv = server::build(store, Flags::default(), Some(echo), None);
-    println!("{}", curl_lines(listen));
+    println!("{}", curl_lines(listen, admin));
     srv.run_forever()
 }

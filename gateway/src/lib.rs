@@ -13,3 +13,4 @@ pub mod snapshot;
 pub mod store;
 pub mod tls;
 pub mod token;
+pub mod wechat_stub;

@@ -32,40 +32,68 @@ struct Cli {
 enum Command {
     /// Serve (the default)
     Run(RunArgs),
-    /// Validate a config file: exit 0, or 1 with FILE:LINE:COL: message for every error
+    /// Validate a config file: every problem at once, as FILE:LINE:COL: message
+    ///
+    /// Exits 1 on an error. An unset secret variable or an instance name that does not resolve
+    /// on this machine is a warning (exit 0) unless --strict.
     Check {
+        /// The config file
         #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         conf: PathBuf,
+        /// Treat warnings as errors: pass only what `run` would accept on this machine
+        #[arg(long)]
+        strict: bool,
     },
     /// An upstream that answers every request with JSON describing it
     Echo {
+        /// The address to listen on
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
         listen: String,
-        #[arg(long, default_value_t = 1)]
+        /// Worker threads
+        #[arg(long, value_name = "N", default_value_t = 1)]
         threads: usize,
     },
     /// Print a session token for a user, signed with the config's key (to test backends
     /// without WeChat)
     Token {
+        /// The config file (its `identity` plugin in `mode: session` names the key)
         #[arg(short = 'c', long = "conf", value_name = "FILE", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
         conf: PathBuf,
         /// The app (default: the owner app)
-        #[arg(long)]
+        #[arg(long, value_name = "APPID")]
         appid: Option<String>,
-        #[arg(long)]
+        /// The user's openid in that app (sent upstream as X-WX-OPENID)
+        #[arg(long, value_name = "OPENID")]
         openid: String,
-        #[arg(long)]
+        /// The user's unionid, if any (sent upstream as X-WX-UNIONID)
+        #[arg(long, value_name = "UNIONID")]
         unionid: Option<String>,
         /// How long the token is valid, e.g. 30m, 2h (default: the config's token_ttl)
-        #[arg(long)]
+        #[arg(long, value_name = "DURATION")]
         ttl: Option<String>,
     },
-    /// Run the gateway and an echo upstream from an embedded config, and print curl lines
+    /// Run the gateway, an echo upstream and the admin listener from an embedded config, and
+    /// print curl lines to try
     Demo {
+        /// The gateway's address
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
         listen: String,
+        /// The echo upstream's address
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8081")]
         echo: String,
+        /// The admin listener's address (/metrics, /healthz, /readyz)
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9091")]
+        admin: String,
+    },
+    /// A stand-in for WeChat's jscode2session on loopback, to try the login flow locally
+    ///
+    /// The code `test:OPENID` (or `test:OPENID:UNIONID`) logs in as that user; any other code
+    /// is refused with errcode 40029, as WeChat refuses a bad code.
+    WechatStub {
+        /// The address to listen on (loopback only); point `code2session_url` at
+        /// http://ADDR/sns/jscode2session
+        #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8082")]
+        listen: String,
     },
 }
 
@@ -120,7 +148,7 @@ fn run(args: RunArgs) -> ExitCode {
     server::build(store, flags, None, Some(reloader)).run_forever()
 }
 
-fn check(conf: PathBuf) -> ExitCode {
+fn check(conf: PathBuf, strict: bool) -> ExitCode {
     let telemetry = match server::new_telemetry() {
         Ok(t) => t,
         Err(e) => {
@@ -128,10 +156,42 @@ fn check(conf: PathBuf) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match server::load_snapshot(&conf, &telemetry) {
-        Ok(snap) => {
+    let checked = server::check_file(&conf, &telemetry);
+    let (errors, warnings) = match (checked.snapshot.as_ref().err(), strict) {
+        // --strict: a warning is an error like any other.
+        (e, true) => {
+            let mut all = e.map(|e| e.0.clone()).unwrap_or_default();
+            all.extend(checked.warnings);
+            all.sort_by_key(|x| (x.mark.line, x.mark.col));
+            (all, Vec::new())
+        }
+        (e, false) => (e.map(|e| e.0.clone()).unwrap_or_default(), checked.warnings),
+    };
+    // Errors and warnings in file order, like a compiler's.
+    let mut lines: Vec<(&anygate::config::ConfigError, bool)> = errors
+        .iter()
+        .map(|e| (e, false))
+        .chain(warnings.iter().map(|w| (w, true)))
+        .collect();
+    lines.sort_by_key(|(x, _)| (x.mark.line, x.mark.col));
+    for (x, warning) in &lines {
+        match warning {
+            true => eprintln!(
+                "{}:{}:{}: warning: {}",
+                x.file, x.mark.line, x.mark.col, x.message
+            ),
+            false => eprintln!("{x}"),
+        }
+    }
+    match (&checked.snapshot, errors.is_empty()) {
+        (Ok(snap), true) => {
+            let warned = match warnings.len() {
+                0 => String::new(),
+                1 => ", 1 warning".to_string(),
+                n => format!(", {n} warnings"),
+            };
             println!(
-                "{}: ok (chain: {}; {} instances, {} routes)",
+                "{}: ok{warned} (chain: {}; {} instances, {} routes)",
                 conf.display(),
                 snap.chain.names().join(", "),
                 snap.routes.instances().count(),
@@ -139,10 +199,7 @@ fn check(conf: PathBuf) -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Err(errors) => {
-            eprintln!("{errors}");
-            ExitCode::from(1)
-        }
+        _ => ExitCode::from(1),
     }
 }
 
@@ -166,7 +223,7 @@ fn main() -> ExitCode {
     match cli.command {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
-        Some(Command::Check { conf }) => check(conf),
+        Some(Command::Check { conf, strict }) => check(conf, strict),
         Some(Command::Echo { listen, threads }) => server::run_echo(&listen, threads),
         Some(Command::Token {
             conf,
@@ -183,6 +240,17 @@ fn main() -> ExitCode {
                 ttl: ttl.as_deref(),
             },
         ),
-        Some(Command::Demo { listen, echo }) => ExitCode::from(demo::run(&listen, &echo) as u8),
+        Some(Command::Demo {
+            listen,
+            echo,
+            admin,
+        }) => ExitCode::from(demo::run(&listen, &echo, &admin) as u8),
+        Some(Command::WechatStub { listen }) => match listen.parse::<std::net::SocketAddr>() {
+            Ok(a) if a.ip().is_loopback() => server::run_wechat_stub(&listen),
+            _ => {
+                eprintln!("wechat-stub: `{listen}` is not a loopback address (it logs anyone in: keep it on 127.0.0.1 or [::1])");
+                ExitCode::from(2)
+            }
+        },
     }
 }

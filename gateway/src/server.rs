@@ -7,6 +7,7 @@ use crate::echo::Echo;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
+use crate::wechat_stub::WechatStub;
 use anygate_plugins::telemetry::Telemetry;
 use log::{error, info, warn};
 use pingora_core::apps::http_app::HttpServer;
@@ -56,6 +57,27 @@ pub fn load_initial(
     let file = config::load_str(path, text)?;
     let snap = snapshot::compile(&file, 1, &snapshot::process_env, telemetry, None)?;
     Ok((snap, bytes))
+}
+
+/// `anygate check`: reads and compiles a config file for checking (unset secrets and names
+/// that do not resolve here are warnings).
+pub fn check_file(path: &Path, telemetry: &Arc<Telemetry>) -> snapshot::Compiled {
+    let failed = |errors| snapshot::Compiled {
+        snapshot: Err(errors),
+        warnings: Vec::new(),
+    };
+    let file = match config::load_file(path) {
+        Ok(f) => f,
+        Err(errors) => return failed(errors),
+    };
+    snapshot::compile_with(
+        &file,
+        1,
+        &snapshot::process_env,
+        telemetry,
+        None,
+        snapshot::Purpose::Check,
+    )
 }
 
 /// Reads, checks and compiles config text (the demo's embedded config).
@@ -205,6 +227,21 @@ fn add_admin(
 
 /// `anygate echo --listen ADDR`.
 pub fn run_echo(addr: &str, threads: usize) -> ! {
+    run_app(addr, threads, "echo upstream", HttpServer::new_app(Echo))
+}
+
+/// `anygate wechat-stub --listen ADDR`.
+pub fn run_wechat_stub(addr: &str) -> ! {
+    let name = "stand-in jscode2session (codes `test:OPENID`)";
+    run_app(addr, 1, name, HttpServer::new_app(WechatStub))
+}
+
+fn run_app<A: pingora_core::apps::http_app::ServeHttp + Send + Sync + 'static>(
+    addr: &str,
+    threads: usize,
+    what: &str,
+    app: HttpServer<A>,
+) -> ! {
     let conf = ServerConf {
         threads,
         grace_period_seconds: Some(0),
@@ -213,9 +250,9 @@ pub fn run_echo(addr: &str, threads: usize) -> ! {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut svc = Service::new("echo".to_string(), HttpServer::new_app(Echo));
+    let mut svc = Service::new(what.to_string(), app);
     svc.add_tcp(addr);
     server.add_service(svc);
-    info!("echo upstream on {addr}");
+    info!("{what} on {addr}");
     server.run_forever()
 }

@@ -10,13 +10,19 @@ use anygate_plugins::telemetry::Telemetry;
 use anygate_plugins::{edge_chain, BuildCtx, Chain, Limits, PluginConfig};
 use http::HeaderValue;
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use crate::store::Store;
+
+mod address;
+mod check;
+use address::instance_address;
+pub use address::parse_instance_address;
+pub use check::{compile_with, Compiled, Purpose};
 
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "service.tcloudbase.com";
 
@@ -65,14 +71,24 @@ pub fn process_env(name: &str) -> Option<String> {
     std::env::var(name).ok()
 }
 
-struct Errors<'a> {
+/// Resolves an instance's host name (the system resolver; tests pass their own).
+pub(crate) type Resolver<'a> = &'a dyn Fn(&str, u16) -> Result<SocketAddr, String>;
+
+pub(crate) struct Errors<'a> {
     file: &'a FileConfig,
     list: Vec<ConfigError>,
+    warnings: Vec<ConfigError>,
+    purpose: Purpose,
+    resolve: Resolver<'a>,
 }
 
 impl Errors<'_> {
     fn at(&mut self, mark: Mark, message: impl Into<String>) {
         self.list.push(self.file.error(mark, message));
+    }
+
+    fn warn(&mut self, mark: Mark, message: impl Into<String>) {
+        self.warnings.push(self.file.error(mark, message));
     }
 }
 
@@ -116,37 +132,6 @@ fn listen_addr(
     }
 }
 
-/// `10.0.0.5` (port 80), `10.0.0.5:8080`, `[::1]:8080`, `::1`, `backend.local:8080`.
-/// Names are resolved once, when the config is loaded.
-pub fn parse_instance_address(s: &str) -> Result<SocketAddr, String> {
-    let s = s.trim();
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(a);
-    }
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, 80));
-    }
-    let (host, port) = match s.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>()
-                .map_err(|_| format!("invalid port in address `{s}`"))?,
-        ),
-        None => (s, 80),
-    };
-    if !valid_hostname(host) {
-        return Err(format!(
-            "invalid address `{s}` (write an IP, IP:port or host:port)"
-        ));
-    }
-    match (host, port).to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .next()
-            .ok_or_else(|| format!("address `{s}` resolves to nothing")),
-        Err(e) => Err(format!("cannot resolve `{host}`: {e}")),
-    }
-}
-
 pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     let p = Path::new(p);
     if p.is_absolute() {
@@ -156,6 +141,9 @@ pub fn relative_to(config: &Path, p: &str) -> PathBuf {
     }
 }
 
+/// A secret sent as a header. `env` is the compile's lookup, which answers a stand-in for an
+/// unset variable (reported by `check::compile_with`), so only a value a header cannot carry
+/// is an error here.
 fn secret(e: &mut Errors, env: EnvLookup, var: &str, mark: Mark) -> Option<HeaderValue> {
     match env(var) {
         Some(v) if !v.is_empty() => match HeaderValue::from_str(&v) {
@@ -185,10 +173,19 @@ pub fn compile(
     telemetry: &Arc<Telemetry>,
     previous: Option<&Snapshot>,
 ) -> Result<Snapshot, ConfigErrors> {
-    let mut e = Errors {
-        file,
-        list: file.parse_errors.clone(),
-    };
+    compile_with(file, generation, env, telemetry, previous, Purpose::Serve).snapshot
+}
+
+/// Compiles every section, recording each problem in `e` and going on with the next; the
+/// snapshot is only used when `e` ends up empty.
+pub(crate) fn build(
+    e: &mut Errors,
+    file: &FileConfig,
+    generation: u64,
+    env: EnvLookup,
+    telemetry: &Arc<Telemetry>,
+    previous: Option<&Snapshot>,
+) -> Option<Snapshot> {
     let doc = Mark { line: 1, col: 1 };
 
     let env_id = match &file.env {
@@ -214,9 +211,9 @@ pub fn compile(
 
     let l = &file.listen;
     let listeners = Listeners {
-        http: listen_addr(&mut e, l, "http", &l.value.http),
-        https: listen_addr(&mut e, l, "https", &l.value.https),
-        admin: listen_addr(&mut e, l, "admin", &l.value.admin),
+        http: listen_addr(e, l, "http", &l.value.http),
+        https: listen_addr(e, l, "https", &l.value.https),
+        admin: listen_addr(e, l, "admin", &l.value.admin),
     };
     if l.value.http.is_none() && l.value.https.is_none() {
         e.at(l.at, "`listen` needs an `http` (or `https`) address");
@@ -328,11 +325,13 @@ pub fn compile(
         }
     }
 
-    // Instances.
+    // Instances. Each one's problems are all reported; an instance with any is left out of
+    // the table, but its id stays known so routes naming it are not reported again.
     let mut instances: Vec<Arc<Instance>> = Vec::new();
     let mut instance_marks: HashMap<String, Mark> = HashMap::new();
     for i in &file.instances {
         let v = &i.value;
+        let mut ok = true;
         if !valid_token(&v.id) {
             e.at(
                 i.mark_of("id"),
@@ -341,7 +340,7 @@ pub fn compile(
                     v.id
                 ),
             );
-            continue;
+            ok = false;
         }
         if let Some(first) = instance_marks.get(&v.id) {
             e.at(
@@ -354,50 +353,46 @@ pub fn compile(
             continue;
         }
         instance_marks.insert(v.id.clone(), i.at);
-        let addr = match parse_instance_address(&v.address) {
-            Ok(a) => a,
-            Err(msg) => {
-                e.at(i.mark_of("address"), msg);
-                continue;
-            }
-        };
+        let addr = instance_address(e, i.mark_of("address"), &v.address);
         let kind = v.upstream_type.as_deref().unwrap_or("Lighthouse");
         let upstream_type = match HeaderValue::from_str(kind) {
-            Ok(h) if !kind.is_empty() => h,
+            Ok(h) if !kind.is_empty() => Some(h),
             _ => {
                 e.at(
                     i.mark_of("upstream_type"),
                     format!("`upstream_type` `{kind}` cannot be sent as a header"),
                 );
-                continue;
+                None
             }
         };
         let origin_secret = match &v.origin_secret_env {
-            Some(var) => match secret(&mut e, env, var, i.mark_of("origin_secret_env")) {
-                Some(s) => Some(s),
-                None => continue,
-            },
-            None => None,
+            Some(var) => secret(e, env, var, i.mark_of("origin_secret_env")).map(Some),
+            None => Some(None),
         };
-        instances.push(Arc::new(Instance::new(
-            v.id.clone(),
-            addr,
-            upstream_type,
-            origin_secret,
-            timeouts,
-        )));
+        if let (true, Some(addr), Some(upstream_type), Some(origin_secret)) =
+            (ok, addr, upstream_type, origin_secret)
+        {
+            instances.push(Arc::new(Instance::new(
+                v.id.clone(),
+                addr,
+                upstream_type,
+                origin_secret,
+                timeouts,
+            )));
+        }
     }
 
-    // Routes.
+    // Routes: the domain, the instance and the path are checked independently.
     let mut specs = Vec::new();
     let mut seen: HashMap<(DomainKey, String), Mark> = HashMap::new();
     for r in &file.routes {
         let v = &r.value;
+        let mut ok = true;
         let domain = DomainKey::parse(v.domain.trim_end_matches('.'));
         if let DomainKey::Custom(name) = &domain {
             if !domains.contains_key(name) && !file.incomplete.domains {
                 e.at(r.mark_of("domain"), format!("route names domain `{}`, which is not under `domains` (or use `default` or `*`)", v.domain));
-                continue;
+                ok = false;
             }
         }
         if !instance_marks.contains_key(&v.instance) {
@@ -410,7 +405,7 @@ pub fn compile(
                     ),
                 );
             }
-            continue;
+            ok = false;
         }
         let path = match normalize_trigger(&v.path) {
             Ok(p) => p,
@@ -432,26 +427,30 @@ pub fn compile(
             continue;
         }
         seen.insert((domain.clone(), path.clone()), r.at);
-        specs.push(RouteSpec {
-            domain,
-            path,
-            instance: v.instance.clone(),
-            passthrough: v.passthrough,
-            auth: v.auth,
-        });
-    }
-
-    let mut routes = None;
-    let instance_count = instances.len();
-    if instance_count == instance_marks.len() {
-        match RouteTable::new(&format!("{env_id}.{suffix}"), instances, specs) {
-            Ok(t) => routes = Some(Arc::new(t)),
-            Err(err) => e.at(
-                doc,
-                format!("internal: route table rejected the config: {err:?}"),
-            ),
+        // A route to an instance that failed (already reported) stays out of the table.
+        if ok && instances.iter().any(|i| i.id == v.instance) {
+            specs.push(RouteSpec {
+                domain,
+                path,
+                instance: v.instance.clone(),
+                passthrough: v.passthrough,
+                auth: v.auth,
+            });
         }
     }
+
+    // The table of what compiled, so that the plugins are built and checked even when
+    // something above failed.
+    let routes = match RouteTable::new(&format!("{env_id}.{suffix}"), instances, specs) {
+        Ok(t) => Some(Arc::new(t)),
+        Err(err) => {
+            e.at(
+                doc,
+                format!("internal: route table rejected the config: {err:?}"),
+            );
+            None
+        }
+    };
 
     // The chain.
     let (plugin_configs, plugin_items): (Vec<PluginConfig>, Vec<Option<&Item<PluginConfig>>>) =
@@ -501,7 +500,7 @@ pub fn compile(
         }
     }
     let mut chain = Vec::new();
-    if let (Some(routes), true) = (&routes, e.list.is_empty()) {
+    if let Some(routes) = &routes {
         let names: Vec<&'static str> = plugin_configs.iter().map(|p| p.name()).collect();
         let mut cx = BuildCtx {
             env: &env_id,
@@ -543,18 +542,11 @@ pub fn compile(
         }
     }
 
-    let mut list = e.list;
-    if !list.is_empty() {
-        list.sort_by_key(|x| (x.mark.line, x.mark.col));
-        list.dedup();
-        return Err(ConfigErrors(list));
+    let routes = routes?;
+    if !e.list.is_empty() {
+        return None;
     }
-    let Some(routes) = routes else {
-        return Err(ConfigErrors(vec![
-            file.error(doc, "internal: no route table")
-        ]));
-    };
-    Ok(Snapshot {
+    Some(Snapshot {
         generation,
         source: file.path.clone(),
         env: env_id,
@@ -571,52 +563,4 @@ pub fn compile(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::config::load_str;
-
-    fn build(text: &str, generation: u64, previous: Option<&Snapshot>) -> Snapshot {
-        let file = load_str(Path::new("t.yaml"), text).unwrap();
-        compile(
-            &file,
-            generation,
-            &|_| None,
-            &crate::server::new_telemetry().unwrap(),
-            previous,
-        )
-        .unwrap()
-    }
-
-    const BASE: &str = "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: \"127.0.0.1:2\" }]\nroutes: [{ domain: \"*\", path: ROUTE, instance: a }]\nplugins:\n  - name: request_id\n  - name: routing\n  - name: forwarded_for\n    trusted_proxies: [TRUSTED]\n  - name: upstream_info\n";
-
-    fn text(route: &str, trusted: &str) -> String {
-        BASE.replace("ROUTE", route).replace("TRUSTED", trusted)
-    }
-
-    #[test]
-    fn unchanged_plugins_are_reused_and_changed_ones_rebuilt() {
-        let first = build(&text("/a", "10.0.0.0/8"), 1, None);
-        // New routes, same plugin settings: every plugin is the same object.
-        let second = build(&text("/b", "10.0.0.0/8"), 2, Some(&first));
-        for (a, b) in first.chain.plugins().iter().zip(second.chain.plugins()) {
-            assert!(Arc::ptr_eq(a, b), "{} was rebuilt", a.name());
-        }
-        assert_eq!(second.routes.routes()[0].path, "/b");
-        // forwarded_for's settings changed: it alone is rebuilt.
-        let third = build(&text("/b", "192.168.0.0/16"), 3, Some(&second));
-        for (a, b) in second.chain.plugins().iter().zip(third.chain.plugins()) {
-            assert_eq!(
-                Arc::ptr_eq(a, b),
-                a.name() != "forwarded_for",
-                "{}",
-                a.name()
-            );
-        }
-        // A different env rebuilds everything.
-        let other_env = text("/b", "192.168.0.0/16").replace("env: e", "env: f");
-        let fourth = build(&other_env, 4, Some(&third));
-        for (a, b) in third.chain.plugins().iter().zip(fourth.chain.plugins()) {
-            assert!(!Arc::ptr_eq(a, b), "{}", a.name());
-        }
-    }
-}
+mod tests;

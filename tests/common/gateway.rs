@@ -505,6 +505,15 @@ pub fn check_file_with_env(path: &Path, env: &[(&str, &str)]) -> (i32, String, S
 
 /// Like [`check`] with extra environment variables.
 pub fn check_with_env(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    check_with_args(yaml, &[], env)
+}
+
+/// `anygate check --strict`: what `run` would accept (an unset variable is an error).
+pub fn check_strict_with_env(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    check_with_args(yaml, &["--strict"], env)
+}
+
+fn check_with_args(yaml: &str, args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
     let dir = tempfile::Builder::new()
         .prefix("anygate-check-")
         .tempdir()
@@ -519,7 +528,10 @@ pub fn check_with_env(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String)
     );
     let path = dir.path().join("anygate.yaml");
     fs::write(&path, text).unwrap_or_else(|e| panic!("write {}: {e}", path.display()));
-    check_file_with_env(&path, env)
+    let mut argv: Vec<&std::ffi::OsStr> = vec!["check".as_ref()];
+    argv.extend(args.iter().map(|a| a.as_ref() as &std::ffi::OsStr));
+    argv.extend(["-c".as_ref(), path.as_os_str()]);
+    run_anygate_with_env(&argv, env, CHECK_TIMEOUT)
 }
 
 /// Runs the binary with `args` to completion (killed and panics after
@@ -534,6 +546,16 @@ pub fn run_anygate_with_env(
     env: &[(&str, &str)],
     timeout: Duration,
 ) -> (i32, String, String) {
+    run_anygate_env(args, env, &[], timeout)
+}
+
+/// Runs anygate with `env` set and the variables in `unset` removed from its environment.
+pub fn run_anygate_env(
+    args: &[&std::ffi::OsStr],
+    env: &[(&str, &str)],
+    unset: &[&str],
+    timeout: Duration,
+) -> (i32, String, String) {
     let logs = tempfile::Builder::new()
         .prefix("anygate-run-")
         .tempdir()
@@ -541,7 +563,11 @@ pub fn run_anygate_with_env(
     let out_p = logs.path().join("stdout.log");
     let err_p = logs.path().join("stderr.log");
     let bin = anygate_bin();
-    let mut child = Command::new(&bin)
+    let mut cmd = Command::new(&bin);
+    for var in unset {
+        cmd.env_remove(var);
+    }
+    let mut child = cmd
         .args(args)
         .envs(env.iter().copied())
         .stdin(Stdio::null())

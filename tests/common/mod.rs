@@ -9,8 +9,8 @@ pub mod http;
 pub mod upstream;
 
 pub use gateway::{
-    anygate_bin, check, check_file, check_file_with_env, check_with_env, free_port, free_ports,
-    Gateway,
+    anygate_bin, check, check_file, check_file_with_env, check_strict_with_env, check_with_env,
+    free_port, free_ports, Gateway,
 };
 pub use http::{get, send, send_raw, Conn, Req, Response};
 pub use upstream::{closed_port, Behavior, Received, Upstream};

@@ -90,3 +90,40 @@ fn token_refuses_what_the_gateway_would_refuse() {
     assert_eq!(code, 1);
     assert!(err.contains("mode: session"), "{err}");
 }
+
+/// `anygate wechat-stub`: the login flow end to end with no WeChat, as docs/identity.md shows.
+#[test]
+fn wechat_stub_lets_the_login_flow_run_locally() {
+    let port = free_port(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST));
+    let wx: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let mut stub = Process::spawn(&["wechat-stub", "--listen", &wx.to_string()]);
+    stub.wait_listening(wx);
+    let s = start_session(wx, KEY1);
+
+    let resp = login(&s.gw, OWNER, "test:oAlice:oUnionAlice");
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert_eq!(resp.json()["openid"], "oAlice");
+    let token = resp.json()["token"].as_str().unwrap().to_string();
+    let resp = send(s.gw.http, &with_token("/private/me", &token)).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    let seen = s.up.last();
+    assert_eq!(seen.header("X-WX-OPENID"), Some("oAlice"));
+    assert_eq!(seen.header("X-WX-UNIONID"), Some("oUnionAlice"));
+
+    // Any other code is refused, as WeChat refuses a bad one (errcode 40029).
+    let resp = login(&s.gw, OWNER, "good-alice");
+    assert_error(&resp, 401, "UNAUTHENTICATED");
+
+    // It logs anyone in: it will not listen beyond loopback.
+    let (code, _out, err) = run_anygate_with_env(
+        &[
+            "wechat-stub".as_ref(),
+            "--listen".as_ref(),
+            "0.0.0.0:0".as_ref(),
+        ],
+        &[],
+        Duration::from_secs(20),
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not a loopback address"), "{err}");
+}

@@ -66,8 +66,9 @@ fn each_bad_identity_setting_fails_at_its_key() {
         ("missing mode", with("  - name: identity\n  - name: routing\n"), ENV, 6, 9, "missing field `mode`"),
         ("auth required without a verifying identity", "env: e\nlisten: { http: \"127.0.0.1:1\" }\ninstances: [{ id: a, address: 10.0.0.1 }]\nroutes:\n  - { domain: \"*\", path: /, instance: a, auth: required }\n".to_string(), ENV, 5, 48, "`auth: required` needs the `identity` plugin"),
     ];
+    // --strict: an unset variable is an error there, as in `run` (plain `check` warns).
     for (what, yaml, env, line, col, needle) in cases {
-        let (code, _out, err) = check_with_env(&yaml, env);
+        let (code, _out, err) = check_strict_with_env(&yaml, env);
         assert_eq!(code, 1, "{what}: should fail\n{yaml}");
         let want = format!("anygate.yaml:{line}:{col}: ");
         let hit = err

@@ -206,6 +206,30 @@ fn nested_key_marks(node: &Node) -> Vec<(String, Mark)> {
     out
 }
 
+/// Every `*_env: NAME` in the tree (secrets are named in the file, never written in it), in
+/// file order.
+fn env_vars(root: &Node) -> Vec<(String, Mark)> {
+    fn walk(node: &Node, depth: usize, out: &mut Vec<(String, Mark)>) {
+        if depth > 16 {
+            return;
+        }
+        if let Some(list) = yaml::items(node) {
+            list.iter().for_each(|n| walk(n, depth + 1, out));
+        }
+        for (k, v) in yaml::entries(node) {
+            match v.as_scalar() {
+                Some(s) if k.as_str().ends_with("_env") => {
+                    out.push((s.as_str().to_string(), Mark::of(v)));
+                }
+                _ => walk(v, depth + 1, out),
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, 0, &mut out);
+    out
+}
+
 fn default_item<T: Default>(at: Mark) -> Item<T> {
     Item {
         value: T::default(),
@@ -247,6 +271,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         acme: None,
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
+        env_vars: env_vars(&root),
     };
     for (key, value) in yaml::entries(&root) {
         match key.as_str() {

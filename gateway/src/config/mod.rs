@@ -101,6 +101,9 @@ pub struct FileConfig {
     pub incomplete: Incomplete,
     /// Schema errors found while reading (unknown keys, wrong types, bad values).
     pub parse_errors: Vec<ConfigError>,
+    /// Every `*_env` setting in the file: the variable it names and where (so `check` can
+    /// point at each unset one).
+    pub env_vars: Vec<(String, Mark)>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
