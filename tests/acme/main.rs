@@ -106,7 +106,10 @@ fn orders(gw: &Gateway, domain: &str, result: &str) -> f64 {
 #[test]
 fn http01_certificate_is_issued_served_and_reused_after_a_restart() {
     let site = Site::new(None, true);
-    let yaml = site.yaml(&["api.example.com"], "  challenge: http-01");
+    // force_https: the challenge is answered before the redirect.
+    let yaml = site
+        .yaml(&["api.example.com"], "  challenge: http-01")
+        .replace("    tls: acme\n", "    tls: acme\n    force_https: true\n");
     let started = Instant::now();
     let mut gw = site.start(&yaml);
     let root = site.pebble.root();
@@ -127,6 +130,15 @@ fn http01_certificate_is_issued_served_and_reused_after_a_restart() {
         "{}",
         r.stderr
     );
+
+    // A token anygate did not ask for is not its business: the request goes on as usual
+    // (here: the force_https redirect).
+    let r = send(
+        gw.http,
+        &Req::get("/.well-known/acme-challenge/not-ours").host("api.example.com"),
+    )
+    .unwrap();
+    assert_eq!(r.status, 308);
 
     // Metrics, log line, files.
     assert_eq!(orders(&gw, "api.example.com", "success"), 1.0);
