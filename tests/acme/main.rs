@@ -251,9 +251,9 @@ fn tls_alpn01_certificate_and_a_domain_added_by_reload() {
 
 #[test]
 fn renewal_swaps_the_certificate_under_load_without_a_failure() {
-    // 16-second certificates: with the default renew_before (30d, longer than that) the
-    // gateway renews at half-life, every 8 s.
-    let site = Site::new(Some(16), true);
+    // 20-second certificates: with the default renew_before (30d, longer than that) the
+    // gateway renews at half-life, every 10 s, leaving 10 s for an order on a busy machine.
+    let site = Site::new(Some(20), true);
     let gw = site.start(&site.yaml(&["api.example.com"], ""));
     let root = site.pebble.root();
     let first = wait_served(&gw, "api.example.com", &root, Duration::from_secs(60));
