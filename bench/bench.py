@@ -368,10 +368,13 @@ def main():
                 srv.stop()
                 servers.remove(srv)
         reload = measure_reload(args.anygate, workdir, backend) if not args.quick else None
+        import streams  # bench/streams.py: redis-benchmark through TCP proxies
+        stream_results = streams.run(args.anygate, workdir, args.quick)
     finally:
         for s in servers:
             s.stop()
     write_report(args, results, reload, seconds, rounds)
+    streams.append_report(args.out, stream_results)
     shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -190,8 +190,12 @@ fn check(conf: PathBuf, strict: bool) -> ExitCode {
                 1 => ", 1 warning".to_string(),
                 n => format!(", {n} warnings"),
             };
+            let streams = match snap.streams.len() {
+                0 => String::new(),
+                n => format!(", {n} streams"),
+            };
             println!(
-                "{}: ok{warned} (chain: {}; {} instances, {} routes)",
+                "{}: ok{warned} (chain: {}; {} instances, {} routes{streams})",
                 conf.display(),
                 snap.chain.names().join(", "),
                 snap.routes.instances().count(),

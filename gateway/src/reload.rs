@@ -206,6 +206,7 @@ fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
         );
         next.listeners = current.listeners.clone();
     }
+    crate::streams::warn_listener_changes(&current.streams, &next.streams);
     if next.server != current.server {
         warn!(
             "`server` settings changed ({:?} -> {:?}): this needs a restart (graceful upgrade, `anygate run -u`); the old ones stay in force",

@@ -161,6 +161,7 @@ pub fn build(
     }
     server.add_service(proxy);
     add_acme(&mut server, &telemetry, &store);
+    crate::streams::add_services(&mut server, &store);
     add_admin(&mut server, listeners.admin, telemetry, store);
 
     if let Some(r) = reloader {

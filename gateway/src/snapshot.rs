@@ -62,6 +62,8 @@ pub struct Snapshot {
     pub telemetry: Arc<Telemetry>,
     /// Certificates by SNI and the `force_https` redirect.
     pub tls: crate::tls::Tls,
+    /// TCP passthrough (SPEC §14).
+    pub streams: crate::streams::Streams,
 }
 
 /// Reads environment variables; tests and `check` pass their own.
@@ -382,6 +384,15 @@ pub(crate) fn build(
         }
     }
 
+    let instance_addrs = instances.iter().map(|i| (i.id.clone(), i.addr)).collect();
+    let streams = crate::streams::compile(
+        file,
+        &listeners,
+        &instance_addrs,
+        timeouts.connect,
+        &mut e.list,
+    );
+
     // Routes: the domain, the instance and the path are checked independently.
     let mut specs = Vec::new();
     let mut seen: HashMap<(DomainKey, String), Mark> = HashMap::new();
@@ -559,6 +570,7 @@ pub(crate) fn build(
         timeouts,
         telemetry: telemetry.clone(),
         tls,
+        streams,
     })
 }
 

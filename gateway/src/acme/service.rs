@@ -21,8 +21,6 @@ use tokio::task::JoinSet;
 const MAX_RUNNING: usize = 3;
 /// Every domain is looked at again at least this often (SPEC §11: at least hourly).
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
-/// How often the service looks for a new config generation.
-const FOLLOW: Duration = Duration::from_secs(1);
 /// Test-only: `MIN,MAX` retry backoff instead of 1m,1h (e.g. `1s,4s`). Not a config key.
 pub const BACKOFF_ENV: &str = "ANYGATE_TEST_ACME_BACKOFF";
 
@@ -319,11 +317,12 @@ impl BackgroundService for AcmeService {
             domains: HashMap::new(),
             running: JoinSet::new(),
         };
+        let mut published = self.store.subscribe();
         loop {
             self.follow(&mut s);
             self.launch(&mut s);
             // Wake for the next due check (when a check could start: else a finished one
-            // wakes us), and at least every FOLLOW to see reloads.
+            // wakes us), for a new config generation, or at least every CHECK_EVERY.
             let now = Instant::now();
             let full = s.running.len() >= MAX_RUNNING;
             let wake = s
@@ -332,8 +331,8 @@ impl BackgroundService for AcmeService {
                 .filter(|d| !d.running && !full)
                 .map(|d| d.next)
                 .min()
-                .unwrap_or(now + FOLLOW)
-                .clamp(now, now + FOLLOW);
+                .unwrap_or(now + CHECK_EVERY)
+                .clamp(now, now + CHECK_EVERY);
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Some(done) = s.running.join_next(), if !s.running.is_empty() => {
@@ -341,6 +340,7 @@ impl BackgroundService for AcmeService {
                         self.finished(&mut s, name, outcome);
                     }
                 }
+                Ok(()) = published.changed() => {}
                 _ = tokio::time::sleep_until(wake.into()) => {}
             }
         }

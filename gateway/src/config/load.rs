@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "plugins",
     "tls",
     "acme",
+    "streams",
 ];
 
 /// Reads and parses a config file.
@@ -269,6 +270,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         plugins: None,
         tls: default_item(start),
         acme: None,
+        streams: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
         env_vars: env_vars(&root),
@@ -297,6 +299,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
                 cfg.incomplete.instances = failed;
             }
             "routes" => cfg.routes = l.list::<model::Route>(value, "routes").0,
+            "streams" => cfg.streams = l.list(value, "streams").0,
             "plugins" => {
                 let before = l.errors.len();
                 cfg.plugins = l.plugins(value);

@@ -96,6 +96,8 @@ pub struct FileConfig {
     pub tls: Item<model::TlsListener>,
     /// Automatic HTTPS (SPEC §11); `None` when the file has no `acme:`.
     pub acme: Option<Item<model::Acme>>,
+    /// TCP passthrough listeners (SPEC §14).
+    pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,
