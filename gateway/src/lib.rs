@@ -5,6 +5,8 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod health;
+pub mod monitor;
 pub mod proxy;
 pub mod reload;
 pub mod reply;

@@ -229,7 +229,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let reply = match rc.pending.take() {
             Some(r) => Some(r),
-            None => reply::classify(e).map(Reply::error),
+            None => reply::for_error(e, &rc.ctx),
         };
         let code = match reply {
             Some(r) if session.response_written().is_none() => {
@@ -277,5 +277,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
         rc.snap.chain.logging(session, &rc.ctx, e);
+        self.store.monitor.record(session, &rc.ctx, e);
     }
 }

@@ -140,6 +140,20 @@ fn http01_certificate_is_issued_served_and_reused_after_a_restart() {
     .unwrap();
     assert_eq!(r.status, 308);
 
+    // The admin API shows what is served: the ACME certificate.
+    let r = send(gw.admin, &Req::get("/api/v1/domains").host("localhost")).unwrap();
+    assert_eq!(r.status, 200, "{}", r.text());
+    let domains = r.json();
+    let api = domains["domains"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == "api.example.com")
+        .expect("api.example.com in /api/v1/domains")
+        .clone();
+    assert_eq!(api["certificate"]["source"], "acme", "{api}");
+    assert_eq!(api["certificate"]["sans"][0], "api.example.com", "{api}");
+
     // Metrics, log line, files.
     assert_eq!(orders(&gw, "api.example.com", "success"), 1.0);
     assert_eq!(orders(&gw, "api.example.com", "failure"), 0.0);

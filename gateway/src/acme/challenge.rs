@@ -2,7 +2,7 @@
 //! plain listener, TLS-ALPN-01 certificates on the HTTPS one. Read lock-free on the request
 //! path; written a few times per order.
 
-use crate::tls::{CertKey, Origin};
+use crate::tls::{CertKey, CertSource};
 use anygate_plugins::Reply;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -118,7 +118,7 @@ fn alpn_certificate(domain: &str, digest: &[u8; 32]) -> Result<CertKey, String> 
         cert.pem().as_bytes(),
         key.serialize_pem().as_bytes(),
         format!("acme-tls/1:{domain}"),
-        Origin::Acme,
+        CertSource::Acme,
     )
 }
 

@@ -6,7 +6,7 @@ use super::order::order;
 use super::settings::Settings;
 use super::storage::{CertStore, StoredCert};
 use crate::snapshot::Store;
-use crate::tls::{parse_pair, CertKey, Origin};
+use crate::tls::{parse_pair, CertKey, CertSource};
 use instant_acme::Account;
 use log::{info, warn};
 use std::sync::Arc;
@@ -89,7 +89,7 @@ fn usable(domain: &str, stored: &StoredCert) -> Result<CertKey, String> {
         stored.chain_pem.as_bytes(),
         stored.key_pem.as_bytes(),
         format!("acme:{domain}"),
-        Origin::Acme,
+        CertSource::Acme,
     )?;
     if !c.covers(domain) {
         return Err(format!("it names {:?}, not {domain}", c.names));

@@ -20,6 +20,7 @@ const TOP_KEYS: &[&str] = &[
     "plugins",
     "tls",
     "acme",
+    "admin",
     "streams",
 ];
 
@@ -270,6 +271,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         plugins: None,
         tls: default_item(start),
         acme: None,
+        admin: default_item(start),
         streams: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
@@ -288,6 +290,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
                 cfg.acme = l.item(value);
                 cfg.incomplete.acme = cfg.acme.is_none();
             }
+            "admin" => cfg.admin = l.item(value).unwrap_or(cfg.admin),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

@@ -96,6 +96,8 @@ pub struct FileConfig {
     pub tls: Item<model::TlsListener>,
     /// Automatic HTTPS (SPEC §11); `None` when the file has no `acme:`.
     pub acme: Option<Item<model::Acme>>,
+    /// The admin API and console settings.
+    pub admin: Item<model::Admin>,
     /// TCP passthrough listeners (SPEC §14).
     pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Whether a section had items that failed to parse (cross-references to it are then

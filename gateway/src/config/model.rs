@@ -115,6 +115,34 @@ pub struct Instance {
     pub address: String,
     pub upstream_type: Option<String>,
     pub origin_secret_env: Option<String>,
+    /// Active health checks (SPEC §12); without them health is passive.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// `instances[].health_check`: an HTTP GET probe sent by a background task.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Default `/healthz`.
+    pub path: Option<String>,
+    /// Default 5s.
+    pub interval: Option<Dur>,
+    /// Default 1s.
+    pub timeout: Option<Dur>,
+    /// Consecutive failures that mark the instance down (default 3).
+    pub unhealthy: Option<u32>,
+    /// Consecutive successes that mark it up again (default 2).
+    pub healthy: Option<u32>,
+}
+
+/// The top-level `admin:` section (SPEC §12): the admin API and console.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Admin {
+    /// The environment variable holding the bearer token of `/metrics` and `/api/*`.
+    pub token_env: Option<String>,
+    /// How many recent requests the lookup buffer keeps (default 10000, 0 = none).
+    pub recent_requests: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]

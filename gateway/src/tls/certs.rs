@@ -9,6 +9,25 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::Arc;
 
+/// Where a certificate came from (the admin API's `source`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CertSource {
+    /// `tls: { cert, key }` files.
+    #[default]
+    File,
+    /// Issued by the ACME client.
+    Acme,
+}
+
+impl CertSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CertSource::File => "file",
+            CertSource::Acme => "acme",
+        }
+    }
+}
+
 /// A certificate chain and its private key, parsed and known to match.
 pub struct CertKey {
     pub leaf: X509,
@@ -18,30 +37,12 @@ pub struct CertKey {
     /// The certificate file, for logs.
     pub source: String,
     /// Where it came from: a file of the config, or an ACME CA.
-    pub origin: Origin,
+    pub origin: CertSource,
     /// The leaf's DNS names (subjectAltName).
     pub names: Vec<String>,
     /// The leaf's validity, Unix seconds.
     pub not_before: i64,
     pub not_after: i64,
-}
-
-/// Where a served certificate came from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// `tls: { cert, key }` or `tls.default`.
-    File,
-    /// Issued by the ACME CA (`tls: acme`).
-    Acme,
-}
-
-impl Origin {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Origin::File => "file",
-            Origin::Acme => "acme",
-        }
-    }
 }
 
 /// Unix seconds of an ASN.1 time.
@@ -57,7 +58,7 @@ impl CertKey {
         mut certs: Vec<X509>,
         key: PKey<Private>,
         source: String,
-        origin: Origin,
+        origin: CertSource,
     ) -> Result<CertKey, PairError> {
         if certs.is_empty() {
             return Err(PairError::Cert(format!(
@@ -148,7 +149,7 @@ pub fn load_pair(cert: &Path, key: &Path) -> Result<CertKey, PairError> {
             first_reason(&e)
         ))
     })?;
-    CertKey::new(certs, key, cn.to_string(), Origin::File).map_err(|e| match e {
+    CertKey::new(certs, key, cn.to_string(), CertSource::File).map_err(|e| match e {
         PairError::Key(_) => PairError::Key(format!(
             "the private key `{kn}` does not belong to the certificate `{cn}`"
         )),
@@ -162,7 +163,7 @@ pub fn parse_pair(
     chain_pem: &[u8],
     key_pem: &[u8],
     source: String,
-    origin: Origin,
+    origin: CertSource,
 ) -> Result<CertKey, String> {
     let certs = X509::stack_from_pem(chain_pem)
         .map_err(|e| format!("`{source}` is not a PEM certificate: {}", first_reason(&e)))?;
@@ -236,6 +237,27 @@ impl CertTable {
     /// No certificate at all, and none to come from ACME.
     pub fn is_empty(&self) -> bool {
         self.default.is_none() && self.acme.is_empty()
+    }
+
+    /// The certificate of the domain written `name` in the config (`*.parent` for a
+    /// wildcard), if it has one.
+    pub fn by_name(&self, name: &str) -> Option<&Arc<CertKey>> {
+        match name.strip_prefix("*.") {
+            Some(parent) => self.wildcard.get(parent),
+            None => self.exact.get(name),
+        }
+    }
+
+    /// Like [`CertTable::by_name`], and for a `tls: acme` domain its certificate in `issued`
+    /// (once there is one): what a client naming the domain gets now.
+    pub fn served_for<'a>(&'a self, name: &str, issued: &'a Issued) -> Option<&'a Arc<CertKey>> {
+        self.by_name(name)
+            .or_else(|| issued.get(name).filter(|_| self.acme.contains(name)))
+    }
+
+    /// The certificate for names no domain matches.
+    pub fn default_cert(&self) -> Option<&Arc<CertKey>> {
+        self.default.as_ref()
     }
 
     /// The domains with `tls: acme`.

@@ -7,7 +7,7 @@ use prometheus::proto::MetricFamily;
 use prometheus::{GaugeVec, Opts};
 use std::sync::{Arc, Mutex};
 
-use super::Origin;
+use super::CertSource;
 
 /// One served certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -15,7 +15,7 @@ pub struct CertFacts {
     /// The domain it serves as written under `domains` (`*.parent` for a wildcard), or
     /// `default` for `tls.default`.
     pub domain: String,
-    pub origin: Origin,
+    pub origin: CertSource,
     /// The certificate file, or `acme:<domain>`.
     pub source: String,
     /// The leaf's DNS names.
@@ -33,11 +33,11 @@ pub fn served(store: &Store) -> Vec<CertFacts> {
     let certs = &snap.tls.certs;
     let files = certs
         .files()
-        .map(|(domain, c)| (domain, Origin::File, c.clone()));
+        .map(|(domain, c)| (domain, CertSource::File, c.clone()));
     let acme = certs.acme_domains().filter_map(|d| {
         issued
             .get(d)
-            .map(|c| (d.to_string(), Origin::Acme, c.clone()))
+            .map(|c| (d.to_string(), CertSource::Acme, c.clone()))
     });
     let mut out: Vec<CertFacts> = files
         .chain(acme)

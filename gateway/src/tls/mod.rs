@@ -14,7 +14,7 @@ mod redirect;
 
 pub use accept::{listener_settings, SniCertificates};
 pub use certs::{
-    first_reason, load_pair, parse_pair, CertKey, CertTable, Issued, Origin, PairError,
+    first_reason, load_pair, parse_pair, CertKey, CertSource, CertTable, Issued, PairError,
 };
 pub use facts::{served, CertFacts, CertificateMetrics};
 pub use redirect::HttpsRedirect;

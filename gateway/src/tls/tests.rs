@@ -219,13 +219,16 @@ fn acme_domains_are_served_from_the_issued_table_once_there() {
     assert_eq!(served(&certs, Some("stray.example.com")), fallback);
     // The facts the metrics and the admin API read: files and ACME alike.
     let facts = crate::tls::served(&store);
-    let domains: Vec<(&str, Origin)> = facts
+    let domains: Vec<(&str, CertSource)> = facts
         .iter()
         .map(|f| (f.domain.as_str(), f.origin))
         .collect();
     assert_eq!(
         domains,
-        [("api.example.com", Origin::Acme), ("default", Origin::File)]
+        [
+            ("api.example.com", CertSource::Acme),
+            ("default", CertSource::File)
+        ]
     );
     assert!(facts.iter().all(|f| f.not_after > f.not_before));
 }
