@@ -1,5 +1,6 @@
 //! The anygate gateway: config, snapshot, the Pingora proxy and the command-line tools.
 
+pub mod acme;
 pub mod admin;
 mod alloc;
 pub mod config;

@@ -132,19 +132,28 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
-        if let Some(r) = refused.take() {
-            session.set_keepalive(None);
-            let reply = Reply::error_with(ErrorCode::ExceedRatelimit, r.message())
-                .with_header("Retry-After", http::HeaderValue::from_static("1"));
-            reply::write(session, ctx, &snap.chain, reply).await?;
-            return Ok(true);
+        // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
+        // `force_https`); then a connection over a cap is refused; then `force_https` domains
+        // are redirected: all on the plain listener, before any plugin decides.
+        let acme = if ctx.tls {
+            None
+        } else {
+            self.store.acme.challenges.http01(session.req_header())
+        };
+        if acme.is_none() {
+            if let Some(r) = refused.take() {
+                session.set_keepalive(None);
+                let reply = Reply::error_with(ErrorCode::ExceedRatelimit, r.message())
+                    .with_header("Retry-After", http::HeaderValue::from_static("1"));
+                reply::write(session, ctx, &snap.chain, reply).await?;
+                return Ok(true);
+            }
         }
-        // `force_https` domains: answered on the plain listener before any plugin decides.
-        let redirect = match (&snap.tls.redirect, ctx.tls) {
+        let early = acme.or_else(|| match (&snap.tls.redirect, ctx.tls) {
             (Some(r), false) => r.reply(session.req_header()),
             _ => None,
-        };
-        if let Some(r) = redirect {
+        });
+        if let Some(r) = early {
             reply::write(session, ctx, &snap.chain, r).await?;
             return Ok(true);
         }

@@ -181,6 +181,7 @@ pub fn build(
         }
     }
     server.add_service(proxy);
+    add_acme(&mut server, &telemetry, &store);
     crate::streams::add_services(&mut server, &store);
     add_admin(
         &mut server,
@@ -205,6 +206,27 @@ pub fn build(
         server.add_service(svc);
     }
     server
+}
+
+/// The ACME service (it idles while no domain has `tls: acme`, and wakes on the reload that
+/// adds one) and the certificate metrics.
+fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
+    let registry = &telemetry.registry;
+    match crate::tls::CertificateMetrics::new(store.clone()) {
+        Ok(m) => {
+            if let Err(e) = registry.register(Box::new(m)) {
+                error!("cannot register the certificate metrics: {e}");
+            }
+        }
+        Err(e) => error!("cannot make the certificate metrics: {e}"),
+    }
+    match crate::acme::AcmeService::new(store.clone(), registry) {
+        Ok(acme) => {
+            acme.preload();
+            server.add_service(background_service("acme", acme));
+        }
+        Err(e) => error!("ACME disabled: cannot register its metrics: {e}"),
+    }
 }
 
 /// The admin listener on `listen.admin`, with the ticker behind its traffic stream and

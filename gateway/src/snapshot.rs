@@ -319,7 +319,7 @@ pub(crate) fn build(
         domains.insert(name, d.at);
     }
 
-    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
+    let tls = crate::tls::compile(file, &listeners, &mut e.list);
     let admin = crate::admin::settings::compile(file, listeners.admin, env, &mut e.list);
 
     // Limits and timeouts.

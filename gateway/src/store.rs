@@ -1,7 +1,8 @@
 //! The holder of the current [`Snapshot`]: one atomic pointer, swapped whole on a reload,
-//! plus the reload counters the metrics export, the reload history the admin API shows, and
-//! the process's [`Monitor`] (recent requests, traffic, health), which outlives every
-//! generation.
+//! plus the reload counters the metrics export, the reload history the admin API shows, the
+//! process's [`Monitor`] (recent requests, traffic, health), which outlives every generation,
+//! and the TLS state that changes between reloads (certificates issued by ACME, pending
+//! challenges).
 
 use crate::monitor::Monitor;
 use crate::snapshot::Snapshot;
@@ -54,6 +55,9 @@ pub struct Store {
     pub reloads_failed: AtomicU64,
     /// Unix seconds of the last successful load.
     pub last_success: AtomicU64,
+    /// ACME certificates and challenges: swapped on their own, beside the snapshot, so an
+    /// issued certificate never waits for (or races with) a config reload.
+    pub acme: crate::acme::Live,
     /// Unix milliseconds of the load of the current generation.
     loaded_at_ms: AtomicU64,
     history: Mutex<VecDeque<ReloadRecord>>,
@@ -91,6 +95,7 @@ impl Store {
             loaded_at_ms: AtomicU64::new(now.as_millis() as u64),
             history: Mutex::new(VecDeque::from([start])),
             monitor,
+            acme: crate::acme::Live::default(),
         }
     }
 

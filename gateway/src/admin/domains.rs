@@ -1,10 +1,10 @@
 //! `GET /api/v1/domains`: the default domain and every custom domain, with their routes and
 //! the facts of the certificate each is served with (read from the running snapshot's TLS
-//! table: what a client gets now).
+//! table and the ACME certificates beside it: what a client gets now).
 
 use super::Answer;
 use crate::snapshot::Snapshot;
-use crate::tls::CertKey;
+use crate::tls::{CertKey, Issued};
 use anygate_plugins::access_log::rfc3339_millis;
 use openssl::asn1::{Asn1Time, Asn1TimeRef};
 use openssl::nid::Nid;
@@ -97,7 +97,9 @@ pub fn facts(c: &CertKey) -> CertView {
     }
 }
 
-pub fn domains(snap: &Snapshot) -> Answer {
+/// `issued`: the certificates ACME issued (the `tls: acme` domains' certificates live there,
+/// not in the snapshot).
+pub fn domains(snap: &Snapshot, issued: &Issued) -> Answer {
     let routes_of = |domain: &str| -> Vec<String> {
         snap.routes
             .routes()
@@ -112,7 +114,9 @@ pub fn domains(snap: &Snapshot) -> Answer {
         kind: "default",
         force_https: false,
         routes: routes_of("default"),
-        certificate: certs.by_name(snap.routes.default_host()).map(|c| facts(c)),
+        certificate: certs
+            .served_for(snap.routes.default_host(), issued)
+            .map(|c| facts(c)),
     }];
     for d in &snap.domains {
         list.push(DomainView {
@@ -120,7 +124,7 @@ pub fn domains(snap: &Snapshot) -> Answer {
             kind: "custom",
             force_https: d.force_https,
             routes: routes_of(&d.name),
-            certificate: certs.by_name(&d.name).map(|c| facts(c)),
+            certificate: certs.served_for(&d.name, issued).map(|c| facts(c)),
         });
     }
     #[derive(Serialize)]

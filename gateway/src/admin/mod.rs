@@ -164,7 +164,7 @@ impl Admin {
             "status" => api::status(store),
             "routes" => api::routes(&store.load()),
             "instances" => api::instances(store),
-            "domains" => domains::domains(&store.load()),
+            "domains" => domains::domains(&store.load(), &store.acme.issued.load()),
             "requests" => requests::list(&store.monitor, query),
             "request" => requests::one(&store.monitor, &rest["v1/requests/".len()..]),
             "traffic" => match traffic::Start::new(&store.monitor, req, query) {
