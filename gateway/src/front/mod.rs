@@ -85,7 +85,8 @@ async fn linger(mut stream: Stream) {
     use tokio::io::AsyncReadExt;
     let _ = stream.shutdown().await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    let mut sink = [0u8; 4096];
+    // On the heap: an array here would be part of every connection's task, used or not.
+    let mut sink = vec![0u8; 4096];
     let mut left = 4usize << 20;
     while left > 0 {
         match tokio::time::timeout_at(deadline, stream.read(&mut sink)).await {
