@@ -163,6 +163,7 @@ def main():
     finally:
         backend.stop()
 
+    print(f"callgrind dumps (for callgrind_annotate) in {workdir}")
     budget = read_budget(args.check) if args.check else {}
     failed = [n for n, b in budget.items() if n in results and results[n] > b]
     if args.out:
