@@ -198,7 +198,7 @@ impl Reloader {
 
 /// Listener addresses and Pingora settings are bound at start: a change is logged and ignored
 /// until a restart (graceful upgrade).
-fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
+pub(crate) fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
     if next.listeners != current.listeners {
         warn!(
             "listener addresses changed ({:?} -> {:?}): this needs a restart (graceful upgrade, `anygate run -u`); still listening on the old ones",

@@ -112,3 +112,23 @@ pub(super) fn compile_resolving(
     };
     Compiled { snapshot, warnings }
 }
+
+/// Checks the settings bound at start (`listen`, `server`) of a file on their own: a cluster
+/// bootstrap file, whose config document lives elsewhere.
+pub fn check_fixed(
+    file: &FileConfig,
+) -> Result<(super::Listeners, super::ServerSettings), Vec<ConfigError>> {
+    let no_names = |host: &str, _: u16| Err(format!("`{host}` is not resolved here"));
+    let mut e = Errors {
+        file,
+        list: Vec::new(),
+        warnings: Vec::new(),
+        purpose: Purpose::Serve,
+        resolve: &no_names,
+    };
+    let fixed = super::fixed_settings(&mut e, file);
+    match e.list.is_empty() {
+        true => Ok(fixed),
+        false => Err(e.list),
+    }
+}
