@@ -27,7 +27,7 @@ pub struct Compiled {
 
 /// A variable a compile asked for and did not find gets this stand-in, long enough for a
 /// token key and valid in a header, so that whatever needs it is still built and checked.
-const STAND_IN_SECRET: &str = "anygate-check-stand-in-for-an-unset-variable";
+use anygate_plugins::STAND_IN_SECRET;
 
 /// [`compile`] for a purpose; `Check` also returns warnings.
 pub fn compile_with(
