@@ -295,6 +295,14 @@ pub fn push(conf: &Path, file: &Path, force: bool, expect: Option<i64>, dry_run:
         },
         Err(e) => return fail(format!("{}:1:1: cannot read the file: {e}", file.display())),
     };
+    if dry_run {
+        // Validation only, without etcd (a CI job can check a document offline).
+        if !validate(&boot, &file.display().to_string(), &text) {
+            return ExitCode::from(1);
+        }
+        println!("{}: valid; not pushed (--dry-run)", file.display());
+        return ExitCode::SUCCESS;
+    }
     let rt = match runtime() {
         Ok(r) => r,
         Err(code) => return code,
@@ -310,14 +318,6 @@ pub fn push(conf: &Path, file: &Path, force: bool, expect: Option<i64>, dry_run:
         let now_rev = now.as_ref().map_or(0, |kv| kv.mod_revision());
         if !validate(&boot, &file.display().to_string(), &text) {
             return fail(format!("{}: not pushed", file.display()));
-        }
-        if dry_run {
-            println!(
-                "{}: valid; not pushed (--dry-run); etcd key {} is at revision {now_rev}",
-                file.display(),
-                boot.key
-            );
-            return ExitCode::SUCCESS;
         }
         let base = expect.unwrap_or(now_rev);
         if now.as_ref().is_some_and(|kv| kv.value() == text.as_bytes()) && base == now_rev {
