@@ -241,6 +241,71 @@ pub fn compile_document(
 mod tests {
     use super::*;
 
+    fn boot() -> Bootstrap {
+        Bootstrap {
+            path: PathBuf::from("/etc/anygate/boot.yaml"),
+            listen: model::Listen {
+                http: Some("127.0.0.1:8080".into()),
+                https: None,
+                admin: Some("127.0.0.1:9091".into()),
+            },
+            server: model::Server {
+                threads: Some(3),
+                ..Default::default()
+            },
+            endpoints: vec!["http://127.0.0.1:2379".into()],
+            key: "/anygate/config".into(),
+            user: None,
+            cache: None,
+        }
+    }
+
+    fn compile(text: &str) -> Compiled {
+        let telemetry = Arc::new(Telemetry::new().unwrap());
+        let none = |_: &str| None;
+        compile_document(
+            &boot(),
+            "etcd:/anygate/config@7",
+            text,
+            7,
+            &none,
+            &telemetry,
+            None,
+            Purpose::Serve,
+        )
+    }
+
+    #[test]
+    fn a_document_gets_the_bootstrap_settings() {
+        let doc = "env: e1\ninstances: [{ id: a, address: \"127.0.0.1:9\" }]\nroutes: [{ domain: \"*\", path: /, instance: a }]\n";
+        let snap = compile(doc).snapshot.unwrap();
+        assert_eq!(snap.generation, 7);
+        assert_eq!(snap.listeners.http, Some("127.0.0.1:8080".parse().unwrap()));
+        assert_eq!(
+            snap.listeners.admin,
+            Some("127.0.0.1:9091".parse().unwrap())
+        );
+        assert_eq!(snap.server.threads, 3);
+    }
+
+    #[test]
+    fn a_document_is_checked_like_a_file_with_its_own_name() {
+        let doc = "env: e1\nlisten: { http: 127.0.0.1:1 }\nconfig_source: {}\nroutes: [{ domain: \"*\", path: /, instance: nope }]\n";
+        let errors = compile(doc).snapshot.err().unwrap().to_string();
+        assert!(errors.contains("etcd:/anygate/config@7:2:1: `listen` belongs in the bootstrap file (/etc/anygate/boot.yaml), not in the config document"), "{errors}");
+        assert!(
+            errors.contains(
+                "etcd:/anygate/config@7:3:1: `config_source` belongs in the bootstrap file"
+            ),
+            "{errors}"
+        );
+        assert!(errors.contains("etcd:/anygate/config@7:4:"), "{errors}");
+        assert!(errors.contains("route names instance `nope`"), "{errors}");
+        // YAML syntax errors too.
+        let errors = compile("env: [\n").snapshot.err().unwrap().to_string();
+        assert!(errors.starts_with("etcd:/anygate/config@7:"), "{errors}");
+    }
+
     #[test]
     fn endpoints() {
         assert!(check_endpoint("http://127.0.0.1:2379").is_ok());

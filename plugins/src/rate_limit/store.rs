@@ -239,7 +239,17 @@ impl Shared {
             return self.fallback(Some("no connection"));
         };
         let mut conn = conn.clone();
-        match tokio::time::timeout(self.timeout, self.ask(&mut conn, key)).await {
+        let decide = async {
+            match self.ask(&mut conn, key).await {
+                // The connection the manager held had failed (Redis was down, or restarted):
+                // the manager is reconnecting now, and one more try waits for that.
+                Err(e) if e.is_io_error() || e.is_unrecoverable_error() => {
+                    self.ask(&mut conn, key).await
+                }
+                other => other,
+            }
+        };
+        match tokio::time::timeout(self.timeout, decide).await {
             Ok(Ok(d)) => d,
             Ok(Err(e)) => self.failed(&e.to_string()),
             Err(_) => self.failed(&format!("no answer within {} ms", self.timeout.as_millis())),
