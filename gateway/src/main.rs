@@ -196,9 +196,7 @@ fn run(args: RunArgs) -> ExitCode {
     };
     let store = Arc::new(Store::new(snap));
     let keeper = pending.attach(store.clone());
-    let mut server = server::build(store, flags, None, keeper.reloader());
-    keeper.add_to(&mut server);
-    server.run_forever()
+    server::build(store, flags, None, Some(keeper)).run_forever()
 }
 
 fn check(conf: PathBuf, strict: bool) -> ExitCode {

@@ -110,12 +110,19 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
-        // `force_https` domains: answered on the plain listener before any plugin decides.
-        let redirect = match (&snap.tls.redirect, ctx.tls) {
-            (Some(r), false) => r.reply(session.req_header()),
-            _ => None,
+        // ACME HTTP-01 answers, then `force_https` domains: on the plain listener, before any
+        // plugin decides.
+        let early = if ctx.tls {
+            None
+        } else {
+            let req = session.req_header();
+            self.store
+                .acme
+                .challenges
+                .http01(req)
+                .or_else(|| snap.tls.redirect.as_ref().and_then(|r| r.reply(req)))
         };
-        if let Some(r) = redirect {
+        if let Some(r) = early {
             reply::write(session, ctx, &snap.chain, r).await?;
             return Ok(true);
         }
@@ -222,7 +229,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let reply = match rc.pending.take() {
             Some(r) => Some(r),
-            None => reply::classify(e).map(Reply::error),
+            None => reply::for_error(e, &rc.ctx),
         };
         let code = match reply {
             Some(r) if session.response_written().is_none() => {
@@ -270,5 +277,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
         rc.snap.chain.logging(session, &rc.ctx, e);
+        self.store.monitor.record(session, &rc.ctx, e);
     }
 }

@@ -4,8 +4,10 @@
 use crate::admin::Admin;
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
+use crate::health::probe::ProbeService;
+use crate::monitor::TickService;
 use crate::proxy::Gateway;
-use crate::reload::{ReloadService, Reloader};
+use crate::reload::Reload;
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
 use crate::wechat_stub::WechatStub;
 use anygate_plugins::telemetry::Telemetry;
@@ -110,12 +112,12 @@ fn server_conf(s: &ServerSettings, flags: Flags) -> ServerConf {
 }
 
 /// A Pingora server hosting the gateway on `store`'s snapshot; `echo` lets the demo add its
-/// echo upstream, `reloader` watches the config file.
+/// echo upstream, `keeper` keeps the config current (the file's watcher, or etcd's).
 pub fn build(
     store: Arc<Store>,
     flags: Flags,
     echo: Option<&str>,
-    reloader: Option<Arc<Reloader>>,
+    keeper: Option<crate::source::Keeper>,
 ) -> Server {
     let first = store.load();
     let opt = Opt {
@@ -160,11 +162,22 @@ pub fn build(
         }
     }
     server.add_service(proxy);
+    add_acme(&mut server, &telemetry, &store);
     crate::streams::add_services(&mut server, &store);
-    add_admin(&mut server, listeners.admin, telemetry, store);
+    add_admin(
+        &mut server,
+        listeners.admin,
+        telemetry,
+        store.clone(),
+        keeper.as_ref().map(|k| k.handle()),
+    );
+    server.add_service(background_service(
+        "health checks",
+        ProbeService::new(store.clone()),
+    ));
 
-    if let Some(r) = reloader {
-        server.add_service(background_service("config reload", ReloadService::new(r)));
+    if let Some(k) = keeper {
+        k.add_to(&mut server);
     }
 
     if let Some(addr) = echo {
@@ -176,18 +189,45 @@ pub fn build(
     server
 }
 
-/// The admin listener on `listen.admin`; none when it is not set.
+/// The ACME service (it idles while no domain has `tls: acme`, and wakes on the reload that
+/// adds one) and the certificate metrics.
+fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
+    let registry = &telemetry.registry;
+    match crate::tls::CertificateMetrics::new(store.clone()) {
+        Ok(m) => {
+            if let Err(e) = registry.register(Box::new(m)) {
+                error!("cannot register the certificate metrics: {e}");
+            }
+        }
+        Err(e) => error!("cannot make the certificate metrics: {e}"),
+    }
+    match crate::acme::AcmeService::new(store.clone(), registry) {
+        Ok(acme) => {
+            acme.preload();
+            server.add_service(background_service("acme", acme));
+        }
+        Err(e) => error!("ACME disabled: cannot register its metrics: {e}"),
+    }
+}
+
+/// The admin listener on `listen.admin`, with the ticker behind its traffic stream and
+/// passive health; none when it is not set.
 fn add_admin(
     server: &mut Server,
     addr: Option<std::net::SocketAddr>,
     telemetry: Arc<Telemetry>,
     store: Arc<Store>,
+    reloader: Option<Arc<dyn Reload>>,
 ) {
     let Some(addr) = addr else {
-        info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz");
+        info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz, no console");
         return;
     };
-    let admin = match Admin::new(telemetry, store) {
+    server.add_service(background_service(
+        "traffic ticker",
+        TickService::new(store.clone()),
+    ));
+    let admin = match Admin::new(telemetry, store, reloader) {
         Ok(a) => a,
         Err(e) => {
             error!("admin listener disabled: cannot register the config metrics: {e}");
@@ -195,12 +235,14 @@ fn add_admin(
         }
     };
     if !addr.ip().is_loopback() {
-        warn!("the admin listener {addr} is not on a loopback address: /metrics is reachable from the network");
+        warn!("the admin listener {addr} is not on a loopback address: its API and /metrics need the admin token");
     }
     let mut svc = Service::new("admin".to_string(), admin);
     svc.threads = Some(1);
     svc.add_tcp(&addr.to_string());
-    info!("admin listener (/metrics /healthz /readyz) on {addr}");
+    info!(
+        "admin listener (console at http://{addr}/, /api/v1/, /metrics /healthz /readyz) on {addr}"
+    );
     server.add_service(svc);
 }
 

@@ -2,6 +2,7 @@
 //! nothing (refused by `push`, and refused by every replica when written behind its back),
 //! rollback, history, and two operators pushing at once.
 
+use super::common::http::{send, Req};
 use super::common::upstream::{Behavior, Upstream};
 use super::replica::Replica;
 use super::servers::Etcd;
@@ -80,12 +81,42 @@ fn pushes_reach_every_replica_and_bad_documents_change_nothing() {
         );
     }
 
+    // The admin API shows the source, the refused load, and reloads from etcd on demand.
+    let admin = |r: &Replica, req: Req| send(r.admin, &req.host("localhost")).expect("admin API");
+    let status = admin(&replicas[0], Req::get("/api/v1/status")).json();
+    assert_eq!(status["source"], format!("etcd:{KEY}@{last}"), "{status}");
+    let refused = &status["reloads"][0];
+    assert_eq!(
+        (refused["trigger"].as_str(), refused["result"].as_str()),
+        (Some("etcd"), Some("failure")),
+        "{status}"
+    );
+    assert!(
+        refused["errors"][0]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with(&format!("etcd:{KEY}@{bad_rev}:3:")),
+        "{status}"
+    );
+    let again = admin(&replicas[0], Req::post("/api/v1/reload"));
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.json()["generation"], last);
+
     // A good push after it is served again.
     let good = op.push_ok(&doc(22, up.addr()));
     for r in &replicas {
         r.wait_status("/v22", 200);
         assert_eq!(r.generation(), good);
     }
+    let reloaded = admin(&replicas[1], Req::post("/api/v1/reload"));
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text());
+    assert_eq!(
+        (
+            reloaded.json()["result"].as_str(),
+            reloaded.json()["generation"].as_i64()
+        ),
+        (Some("success"), Some(good))
+    );
 
     // Rollback pushes an earlier revision again, validated: every replica serves it.
     let (code, out, err) = op.config(&["rollback", &first.to_string()]);

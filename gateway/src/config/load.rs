@@ -19,6 +19,8 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "plugins",
     "tls",
+    "acme",
+    "admin",
     "streams",
     "config_source",
 ];
@@ -275,6 +277,8 @@ pub fn load_named(anchor: &Path, name: &str, text: &str) -> Result<FileConfig, C
         timeouts: default_item(start),
         plugins: None,
         tls: default_item(start),
+        acme: None,
+        admin: default_item(start),
         streams: Vec::new(),
         config_source: None,
         top_keys: Vec::new(),
@@ -293,6 +297,11 @@ pub fn load_named(anchor: &Path, name: &str, text: &str) -> Result<FileConfig, C
             "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
             "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
             "tls" => cfg.tls = l.item(value).unwrap_or(cfg.tls),
+            "acme" => {
+                cfg.acme = l.item(value);
+                cfg.incomplete.acme = cfg.acme.is_none();
+            }
+            "admin" => cfg.admin = l.item(value).unwrap_or(cfg.admin),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

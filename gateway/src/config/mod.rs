@@ -95,6 +95,10 @@ pub struct FileConfig {
     pub plugins: Option<Vec<Item<PluginConfig>>>,
     /// HTTPS listener settings (default certificate, unknown SNI).
     pub tls: Item<model::TlsListener>,
+    /// Automatic HTTPS (SPEC §11); `None` when the file has no `acme:`.
+    pub acme: Option<Item<model::Acme>>,
+    /// The admin API and console settings.
+    pub admin: Item<model::Admin>,
     /// TCP passthrough listeners (SPEC §14).
     pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Where the config lives when it is not this file (SPEC §13): this file is then the
@@ -118,6 +122,8 @@ pub struct Incomplete {
     pub domains: bool,
     pub instances: bool,
     pub plugins: bool,
+    /// `acme:` is written but could not be read.
+    pub acme: bool,
 }
 
 impl FileConfig {

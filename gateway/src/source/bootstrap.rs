@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 /// The keys a bootstrap file holds; the document in etcd holds every other one.
-pub const BOOTSTRAP_KEYS: &[&str] = &["listen", "server", "config_source"];
+pub const BOOTSTRAP_KEYS: &[&str] = &["listen", "server", "admin", "config_source"];
 
 /// `config_source:` as written.
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -37,9 +37,10 @@ pub struct EtcdConfig {
 #[derive(Clone, Debug)]
 pub struct Bootstrap {
     pub path: PathBuf,
-    /// `listen` and `server`, handed to every document.
+    /// `listen`, `server` and `admin`, handed to every document.
     pub listen: model::Listen,
     pub server: model::Server,
+    pub admin: model::Admin,
     pub endpoints: Vec<String>,
     pub key: String,
     /// User name and password, read from the environment.
@@ -153,6 +154,7 @@ fn check(
             path: file.path.clone(),
             listen: file.listen.value.clone(),
             server: file.server.value.clone(),
+            admin: file.admin.value.clone(),
             endpoints: etcd.endpoints.clone(),
             key: etcd.key.clone(),
             user,
@@ -233,8 +235,18 @@ pub fn compile_document(
         at: top,
         keys: Vec::new(),
     };
+    doc.admin = Item {
+        value: boot.admin.clone(),
+        at: top,
+        keys: Vec::new(),
+    };
     doc.config_source = None;
-    snapshot::compile_with(&doc, generation, env, telemetry, previous, purpose)
+    let mut compiled = snapshot::compile_with(&doc, generation, env, telemetry, previous, purpose);
+    // What the status API and the logs show as the config's source.
+    if let Ok(s) = compiled.snapshot.as_mut() {
+        s.source = PathBuf::from(name);
+    }
+    compiled
 }
 
 #[cfg(test)]
@@ -253,6 +265,7 @@ mod tests {
                 threads: Some(3),
                 ..Default::default()
             },
+            admin: model::Admin::default(),
             endpoints: vec!["http://127.0.0.1:2379".into()],
             key: "/anygate/config".into(),
             user: None,

@@ -11,7 +11,7 @@ mod watch;
 pub use bootstrap::{compile_document, Bootstrap, EtcdConfig, SourceConfig, BOOTSTRAP_KEYS};
 pub use cache::sha256_hex;
 
-use crate::reload::Reloader;
+use crate::reload::{Reload, ReloadService, Reloader};
 use crate::snapshot::{self, Purpose, Snapshot, Store};
 use anygate_plugins::telemetry::Telemetry;
 use etcd::Etcd;
@@ -63,18 +63,23 @@ impl Pending {
 }
 
 impl Keeper {
-    /// The file's reloader (none in cluster mode).
-    pub fn reloader(&self) -> Option<Arc<Reloader>> {
+    /// What `POST /api/v1/reload` calls.
+    pub fn handle(&self) -> Arc<dyn Reload> {
         match self {
-            Keeper::File(r) => Some(r.clone()),
-            Keeper::Etcd(_) => None,
+            Keeper::File(r) => r.clone(),
+            Keeper::Etcd(w) => Arc::new(w.handle()),
         }
     }
 
-    /// Adds the etcd watcher to the server (the file's reloader is added by `server::build`).
+    /// Adds the background service that keeps the config current.
     pub fn add_to(self, server: &mut Server) {
-        if let Keeper::Etcd(w) = self {
-            server.add_service(background_service("config source (etcd)", w));
+        match self {
+            Keeper::File(r) => {
+                server.add_service(background_service("config reload", ReloadService::new(r)));
+            }
+            Keeper::Etcd(w) => {
+                server.add_service(background_service("config source (etcd)", w));
+            }
         }
     }
 }

@@ -7,16 +7,23 @@ use super::bootstrap::{compile_document, Bootstrap};
 use super::cache;
 use super::etcd::{Etcd, EtcdError};
 use crate::config::{ConfigError, ConfigErrors, Mark};
+use crate::reload::{Outcome, Reload};
 use crate::snapshot::{self, Purpose, Store};
+use crate::store::{ReloadRecord, Trigger};
+use anygate_plugins::access_log::rfc3339_millis;
 use async_trait::async_trait;
 use etcd_client::EventType;
 use log::{error, info, warn};
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use prometheus::IntGauge;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::signal::unix::Signal;
+use tokio::sync::{mpsc, oneshot};
+
+/// A reload asked for by the admin API, and where to send what it did.
+type Ask = oneshot::Sender<(Outcome, u64)>;
 
 /// How often the watcher checks that etcd still answers (and that no change was missed).
 const HEALTH: Duration = Duration::from_secs(2);
@@ -55,16 +62,72 @@ pub struct EtcdWatch {
     up: IntGauge,
     /// The revision acted on at start.
     first: i64,
+    asks: mpsc::Sender<Ask>,
+    /// Taken by the service when it starts.
+    asked: Mutex<Option<mpsc::Receiver<Ask>>>,
+}
+
+/// `POST /api/v1/reload` in cluster mode: the watcher reads the key again.
+pub struct EtcdReload {
+    asks: mpsc::Sender<Ask>,
+    store: Arc<Store>,
+}
+
+#[async_trait]
+impl Reload for EtcdReload {
+    async fn reload(self: Arc<Self>, _trigger: Trigger) -> (Outcome, u64) {
+        let serving = self.store.generation();
+        let (tx, rx) = oneshot::channel();
+        let failed = |msg: &str| {
+            Outcome::Failed(ConfigErrors(vec![ConfigError {
+                file: "etcd".into(),
+                mark: Mark { line: 1, col: 1 },
+                message: msg.to_string(),
+            }]))
+        };
+        if self.asks.send(tx).await.is_err() {
+            return (failed("the etcd watcher is not running"), serving);
+        }
+        match rx.await {
+            Ok(answer) => answer,
+            Err(_) => (failed("the etcd watcher stopped"), serving),
+        }
+    }
 }
 
 impl EtcdWatch {
     pub fn new(boot: Arc<Bootstrap>, store: Arc<Store>, up: IntGauge, first: i64) -> EtcdWatch {
+        let (asks, asked) = mpsc::channel(8);
         EtcdWatch {
             boot,
             store,
             up,
             first,
+            asks,
+            asked: Mutex::new(Some(asked)),
         }
+    }
+
+    pub fn handle(&self) -> EtcdReload {
+        EtcdReload {
+            asks: self.asks.clone(),
+            store: self.store.clone(),
+        }
+    }
+
+    fn remember(&self, trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) {
+        self.store.remember(ReloadRecord {
+            time: rfc3339_millis(SystemTime::now()),
+            result: if errors.is_empty() {
+                "success"
+            } else {
+                "failure"
+            },
+            trigger,
+            generation,
+            errors,
+            duration_ms: Some(took.as_micros() as f64 / 1000.0),
+        });
     }
 
     /// One watch after another on a reachable member, until etcd fails; returns why.
@@ -73,6 +136,7 @@ impl EtcdWatch {
         etcd: &mut Etcd,
         seen: &mut Seen,
         hup: &mut Option<Signal>,
+        asked: &mut mpsc::Receiver<Ask>,
         backoff: &mut Backoff,
     ) -> String {
         let key = self.boot.key.clone();
@@ -129,13 +193,25 @@ impl EtcdWatch {
                     },
                     _ = next_hup(hup) => {
                         info!("SIGHUP: reading etcd key {key} again");
-                        if let Err(e) = self.resync(etcd, seen, true).await {
+                        if let Err(e) = self.resync(etcd, seen, Some(Trigger::Signal)).await {
                             return e.to_string();
+                        }
+                    }
+                    Some(ask) = asked.recv() => {
+                        let serving = self.store.generation();
+                        match self.resync(etcd, seen, Some(Trigger::Api)).await {
+                            Ok(outcome) => {
+                                let _ = ask.send((outcome, serving));
+                            }
+                            Err(e) => {
+                                let _ = ask.send((unreachable(&e.to_string()), serving));
+                                return e.to_string();
+                            }
                         }
                     }
                 }
             }
-            if let Err(e) = self.resync(etcd, seen, false).await {
+            if let Err(e) = self.resync(etcd, seen, None).await {
                 return e.to_string();
             }
         }
@@ -144,7 +220,9 @@ impl EtcdWatch {
     async fn event(&self, ev: &etcd_client::Event, seen: &mut Seen) {
         let Some(kv) = ev.kv() else { return };
         match ev.event_type() {
-            EventType::Put => self.apply(kv.mod_revision(), kv.value(), seen, false).await,
+            EventType::Put => {
+                self.apply(kv.mod_revision(), kv.value(), seen, None).await;
+            }
             EventType::Delete => self.deleted(kv.mod_revision(), seen),
         }
     }
@@ -156,6 +234,16 @@ impl EtcdWatch {
         seen.revision = revision.max(seen.revision);
         seen.deleted = true;
         self.store.record_failure();
+        let msg = format!(
+            "etcd key {} was deleted (revision {revision})",
+            self.boot.key
+        );
+        self.remember(
+            Trigger::Etcd,
+            self.store.generation(),
+            vec![msg],
+            Duration::ZERO,
+        );
         error!(
             "etcd key {} was deleted (revision {revision}): generation {} keeps serving until a config is pushed",
             self.boot.key,
@@ -163,27 +251,56 @@ impl EtcdWatch {
         );
     }
 
-    /// Reads the key and loads it if it is not what was seen (or `force`).
-    async fn resync(&self, etcd: &mut Etcd, seen: &mut Seen, force: bool) -> Result<(), EtcdError> {
+    /// Reads the key and loads it if it is not what was seen, or whatever it is when asked
+    /// (`force`: SIGHUP, the admin API).
+    async fn resync(
+        &self,
+        etcd: &mut Etcd,
+        seen: &mut Seen,
+        force: Option<Trigger>,
+    ) -> Result<Outcome, EtcdError> {
         let r = etcd.get(&self.boot.key, 0).await?;
-        match r.kvs().first() {
+        Ok(match r.kvs().first() {
             Some(kv) => {
                 let changed = kv.mod_revision() != seen.revision || seen.deleted;
-                if changed || force {
-                    self.apply(kv.mod_revision(), kv.value(), seen, true).await;
+                match (changed, force) {
+                    (_, Some(t)) => {
+                        self.apply(kv.mod_revision(), kv.value(), seen, Some(t))
+                            .await
+                    }
+                    (true, None) => {
+                        self.apply(kv.mod_revision(), kv.value(), seen, Some(Trigger::Etcd))
+                            .await
+                    }
+                    (false, None) => Outcome::Unchanged,
                 }
             }
-            None => self.deleted(r.header().map_or(seen.revision, |h| h.revision()), seen),
-        }
-        Ok(())
+            None => {
+                self.deleted(r.header().map_or(seen.revision, |h| h.revision()), seen);
+                let msg = format!("etcd key {} does not exist", self.boot.key);
+                Outcome::Failed(ConfigErrors(vec![ConfigError {
+                    file: format!("etcd:{}", self.boot.key),
+                    mark: Mark { line: 1, col: 1 },
+                    message: msg,
+                }]))
+            }
+        })
     }
 
     /// Compiles the document at `revision` and publishes it (after caching it), or counts a
-    /// failed reload and keeps the current generation.
-    async fn apply(&self, revision: i64, value: &[u8], seen: &mut Seen, force: bool) {
-        if revision == seen.revision && !seen.deleted && !force {
-            return;
+    /// failed reload and keeps the current generation. A revision already acted on is
+    /// skipped unless `force` names who asked for it again.
+    async fn apply(
+        &self,
+        revision: i64,
+        value: &[u8],
+        seen: &mut Seen,
+        force: Option<Trigger>,
+    ) -> Outcome {
+        if revision == seen.revision && !seen.deleted && force.is_none() {
+            return Outcome::Unchanged;
         }
+        let trigger = force.unwrap_or(Trigger::Etcd);
         if revision < seen.revision {
             warn!(
                 "etcd key {} is at revision {revision}, older than revision {} seen here (etcd restored from a backup?): loading it",
@@ -199,20 +316,42 @@ impl EtcdWatch {
         let started = Instant::now();
         // Compiling reads files and may resolve names; the cache is written to disk.
         let task = tokio::task::spawn_blocking(move || load(&boot, &store, &name, revision, value));
+        let took = started.elapsed();
+        let name = self.boot.document_name(revision);
         match task.await {
-            Ok(Ok(summary)) => info!(
-                "config {} loaded: generation {revision} in {} ms ({summary})",
-                self.boot.document_name(revision),
-                started.elapsed().as_millis()
-            ),
-            Ok(Err(errors)) => error!(
-                "config {} NOT loaded, generation {} keeps serving:\n{errors}",
-                self.boot.document_name(revision),
-                self.store.generation()
-            ),
-            Err(e) => error!("config load task failed: {e}"),
+            Ok(Ok((generation, summary))) => {
+                let took = started.elapsed().max(took);
+                self.remember(trigger, generation, Vec::new(), took);
+                info!(
+                    "config {name} loaded: generation {generation} in {} ms ({summary})",
+                    took.as_millis()
+                );
+                Outcome::Applied { generation, took }
+            }
+            Ok(Err(errors)) => {
+                let list = errors.0.iter().map(|e| e.to_string()).collect();
+                self.remember(trigger, self.store.generation(), list, started.elapsed());
+                error!(
+                    "config {name} NOT loaded, generation {} keeps serving:\n{errors}",
+                    self.store.generation()
+                );
+                Outcome::Failed(errors)
+            }
+            Err(e) => {
+                error!("config load task failed: {e}");
+                unreachable(&format!("the load task failed: {e}"))
+            }
         }
     }
+}
+
+/// A failed reload that no document is to blame for.
+fn unreachable(why: &str) -> Outcome {
+    Outcome::Failed(ConfigErrors(vec![ConfigError {
+        file: "etcd".into(),
+        mark: Mark { line: 1, col: 1 },
+        message: why.to_string(),
+    }]))
 }
 
 fn load(
@@ -221,7 +360,7 @@ fn load(
     name: &str,
     revision: i64,
     value: Vec<u8>,
-) -> Result<String, ConfigErrors> {
+) -> Result<(u64, String), ConfigErrors> {
     let current = store.load();
     let text = String::from_utf8(value).map_err(|_| {
         ConfigErrors(vec![ConfigError {
@@ -263,8 +402,9 @@ fn load(
                 next.routes.instances().count(),
                 next.routes.routes().len()
             );
+            let generation = next.generation;
             store.publish(next);
-            Ok(summary)
+            Ok((generation, summary))
         }
         Err(errors) => {
             store.record_failure();
@@ -300,10 +440,15 @@ impl BackgroundService for EtcdWatch {
             }
         };
         let mut backoff = Backoff(FIRST_RETRY);
+        let taken = self.asked.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let Some(mut asked) = taken else {
+            error!("the etcd watcher was started twice");
+            return;
+        };
         loop {
             let why = tokio::select! {
                 _ = shutdown.changed() => return,
-                why = self.session(&mut etcd, &mut seen, &mut hup, &mut backoff) => why,
+                why = self.session(&mut etcd, &mut seen, &mut hup, &mut asked, &mut backoff) => why,
             };
             self.up.set(0);
             etcd.rotate();
@@ -317,6 +462,11 @@ impl BackgroundService for EtcdWatch {
                 _ = shutdown.changed() => return,
                 _ = tokio::time::sleep(wait) => {}
                 _ = next_hup(&mut hup) => info!("SIGHUP: trying etcd again now"),
+                Some(ask) = asked.recv() => {
+                    // Answered at once: the admin API does not wait out an outage.
+                    let msg = format!("etcd is unavailable ({why}); generation {} keeps serving", self.store.generation());
+                    let _ = ask.send((unreachable(&msg), self.store.generation()));
+                }
             }
         }
     }
