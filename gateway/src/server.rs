@@ -162,7 +162,12 @@ pub fn build(
         }
     }
     server.add_service(proxy);
-    add_acme(&mut server, &telemetry, &store);
+    add_acme(
+        &mut server,
+        &telemetry,
+        &store,
+        keeper.as_ref().and_then(|k| k.cluster()),
+    );
     crate::streams::add_services(&mut server, &store);
     add_admin(
         &mut server,
@@ -191,7 +196,12 @@ pub fn build(
 
 /// The ACME service (it idles while no domain has `tls: acme`, and wakes on the reload that
 /// adds one) and the certificate metrics.
-fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
+fn add_acme(
+    server: &mut Server,
+    telemetry: &Telemetry,
+    store: &Arc<Store>,
+    cluster: Option<Arc<crate::source::Bootstrap>>,
+) {
     let registry = &telemetry.registry;
     match crate::tls::CertificateMetrics::new(store.clone()) {
         Ok(m) => {
@@ -203,6 +213,7 @@ fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
     }
     match crate::acme::AcmeService::new(store.clone(), registry) {
         Ok(acme) => {
+            let acme = acme.in_cluster(cluster);
             acme.preload();
             server.add_service(background_service("acme", acme));
         }

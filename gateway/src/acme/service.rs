@@ -84,6 +84,8 @@ pub struct AcmeService {
     store: Arc<Store>,
     orders: IntCounterVec,
     backoff: Backoff,
+    /// Cluster mode: the state lives in etcd, beside the config (SPEC §13).
+    cluster: Option<Arc<crate::source::Bootstrap>>,
 }
 
 impl AcmeService {
@@ -101,19 +103,32 @@ impl AcmeService {
             store,
             orders,
             backoff: Backoff::from_env(),
+            cluster: None,
         })
     }
 
+    /// Keeps the ACME state in etcd, under the config key of `cluster`'s bootstrap.
+    pub fn in_cluster(mut self, cluster: Option<Arc<crate::source::Bootstrap>>) -> AcmeService {
+        self.cluster = cluster;
+        self
+    }
+
     fn open(&self, settings: &Arc<Settings>) -> Result<Arc<Ca>, String> {
-        let files = FileStore::open(
-            &settings.storage,
-            &settings.directory,
-            self.store.acme.challenges.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        let challenges = self.store.acme.challenges.clone();
+        let store: Arc<dyn super::storage::CertStore> = match &self.cluster {
+            Some(boot) => Arc::new(crate::source::EtcdStore::open(
+                boot,
+                &settings.directory,
+                challenges,
+            )),
+            None => Arc::new(
+                FileStore::open(&settings.storage, &settings.directory, challenges)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         Ok(Arc::new(Ca {
             settings: settings.clone(),
-            store: Arc::new(files),
+            store,
             account: Arc::default(),
         }))
     }
@@ -128,7 +143,11 @@ impl AcmeService {
         let Ok(ca) = self.open(&settings) else {
             return;
         };
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        // With I/O: the store may be etcd.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async {

@@ -2,12 +2,14 @@
 //! with `config_source.etcd` in it, one etcd key shared by every replica (SPEC §13). [`open`]
 //! is the one entry point: it loads the first snapshot and returns what keeps it current.
 
+mod acme;
 mod bootstrap;
 mod cache;
 pub mod cli;
 mod etcd;
 mod watch;
 
+pub use acme::EtcdStore;
 pub use bootstrap::{compile_document, Bootstrap, EtcdConfig, SourceConfig, BOOTSTRAP_KEYS};
 pub use cache::sha256_hex;
 
@@ -63,6 +65,14 @@ impl Pending {
 }
 
 impl Keeper {
+    /// The bootstrap, in cluster mode (ACME then keeps its state in etcd too).
+    pub fn cluster(&self) -> Option<Arc<Bootstrap>> {
+        match self {
+            Keeper::File(_) => None,
+            Keeper::Etcd(w) => Some(w.bootstrap()),
+        }
+    }
+
     /// What `POST /api/v1/reload` calls.
     pub fn handle(&self) -> Arc<dyn Reload> {
         match self {

@@ -108,6 +108,10 @@ impl EtcdWatch {
         }
     }
 
+    pub fn bootstrap(&self) -> Arc<Bootstrap> {
+        self.boot.clone()
+    }
+
     pub fn handle(&self) -> EtcdReload {
         EtcdReload {
             asks: self.asks.clone(),
