@@ -5,9 +5,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod acme;
+#[path = "../acme/client.rs"]
+mod acme_client;
 mod bootstrap;
 mod documents;
 mod faults;
+// Shared with tests/acme (this binary does not restart pebble or set DNS records).
+#[allow(dead_code)]
+#[path = "../acme/pebble.rs"]
+mod pebble;
 mod replica;
 mod servers;
 mod shared_limit;
@@ -59,12 +66,18 @@ pub struct Operator {
 
 impl Operator {
     pub fn new(endpoints: &[String]) -> Operator {
+        Operator::with_bootstrap(&bootstrap(endpoints))
+    }
+
+    /// With a bootstrap file of this template (its listeners are not used).
+    pub fn with_bootstrap(template: &str) -> Operator {
         let dir = tempfile::Builder::new()
             .prefix("anygate-operator-")
             .tempdir()
             .expect("temp dir");
         let boot = dir.path().join("boot.yaml");
-        let text = bootstrap(endpoints)
+        let text = template
+            .replace("@HTTPS@", "127.0.0.1:3")
             .replace("@HTTP@", "127.0.0.1:1")
             .replace("@ADMIN@", "127.0.0.1:2")
             .replace("@DIR@", &dir.path().display().to_string());

@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Replica {
     pub http: SocketAddr,
     pub admin: SocketAddr,
+    /// Only listened on when the config uses `@HTTPS@`.
+    pub https: SocketAddr,
     dir: tempfile::TempDir,
     env: Vec<(String, String)>,
     child: Option<Child>,
@@ -42,9 +44,10 @@ impl Replica {
             .prefix("anygate-replica-")
             .tempdir()
             .expect("temp dir");
-        let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 2);
-        let (http, admin) = (loopback(ports[0]), loopback(ports[1]));
+        let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 3);
+        let (http, admin, https) = (loopback(ports[0]), loopback(ports[1]), loopback(ports[2]));
         let text = config
+            .replace("@HTTPS@", &https.to_string())
             .replace("@HTTP@", &http.to_string())
             .replace("@ADMIN@", &admin.to_string())
             .replace("@DIR@", &dir.path().display().to_string());
@@ -52,6 +55,7 @@ impl Replica {
         Replica {
             http,
             admin,
+            https,
             dir,
             env: env
                 .iter()
@@ -102,6 +106,10 @@ impl Replica {
             }
         }
         Ok(())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
     }
 
     /// What this run of the process logged.

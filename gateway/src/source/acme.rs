@@ -25,6 +25,9 @@ use tokio::task::JoinHandle;
 /// The order lock's lease: an orderer that dies frees the domain after this long.
 const LOCK_TTL: i64 = 20;
 const PATIENCE: Duration = Duration::from_secs(6);
+/// How long a published challenge is given to reach every replica's watch (milliseconds
+/// when etcd is healthy) before the CA is asked to validate: the CA may reach any replica.
+const SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(Serialize, Deserialize)]
 struct CertJson {
@@ -325,7 +328,9 @@ impl CertStore for EtcdStore {
             .insert(challenge)
             .map_err(io::Error::other)?;
         let (key, value) = challenge_entry(&self.prefix, challenge);
-        self.put(key, value.into_bytes()).await
+        self.put(key, value.into_bytes()).await?;
+        tokio::time::sleep(SETTLE).await;
+        Ok(())
     }
 
     async fn remove_challenge(&self, challenge: &PendingChallenge) -> io::Result<()> {
