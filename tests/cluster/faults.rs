@@ -118,3 +118,51 @@ fn no_etcd_and_no_cache_refuses_to_start() {
         "{err}"
     );
 }
+
+#[test]
+fn etcd_with_authentication() {
+    // Tokens that expire after a second without use: the replica must authenticate again.
+    let etcd = Etcd::start_with(1, &["--auth-token-ttl", "1"]);
+    let up = Upstream::start(Behavior::Echo);
+    etcd.ctl_ok(
+        &[
+            "user",
+            "add",
+            "root",
+            "--new-user-password=root-pw",
+            "--interactive=false",
+        ],
+        None,
+    );
+    etcd.ctl_ok(&["user", "grant-role", "root", "root"], None);
+    etcd.ctl_ok(&["auth", "enable"], None);
+    let template = bootstrap(&etcd.endpoints()).replace(
+        "    cache: config.cache\n",
+        "    cache: config.cache\n    username_env: ETCD_USER\n    password_env: ETCD_PASSWORD\n",
+    );
+    let mut op = Operator::with_bootstrap(&template);
+
+    // A wrong password is refused with etcd's reason; nothing is written.
+    op.env = vec![
+        ("ETCD_USER".into(), "root".into()),
+        ("ETCD_PASSWORD".into(), "wrong".into()),
+    ];
+    let (code, _, err) = op.push(&doc(1, up.addr()), &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("authentication failed"), "{err}");
+
+    op.env[1].1 = "root-pw".into();
+    let first = op.push_ok(&doc(1, up.addr()));
+    let env = [("ETCD_USER", "root"), ("ETCD_PASSWORD", "root-pw")];
+    let r = Replica::start(&template, &env);
+    r.wait_status("/v1", 200);
+    assert_eq!(r.generation(), first);
+    // Let the replica's token expire (its health check runs every 2 s), then push again.
+    std::thread::sleep(Duration::from_secs(3));
+    let second = op.push_ok(&doc(2, up.addr()));
+    r.wait_status("/v2", 200);
+    assert_eq!(r.generation(), second);
+    r.wait_metrics("source up", |s| {
+        s.value("anygate_config_source_up", &[]) == 1.0
+    });
+}

@@ -62,6 +62,8 @@ pub struct Operator {
     dir: tempfile::TempDir,
     pub boot: PathBuf,
     docs: std::sync::atomic::AtomicUsize,
+    /// Environment variables for the commands (etcd credentials).
+    pub env: Vec<(String, String)>,
 }
 
 impl Operator {
@@ -86,6 +88,7 @@ impl Operator {
             dir,
             boot,
             docs: Default::default(),
+            env: Vec::new(),
         }
     }
 
@@ -94,7 +97,12 @@ impl Operator {
         let mut argv: Vec<&OsStr> = vec!["config".as_ref()];
         argv.extend(args.iter().map(|a| a.as_ref() as &OsStr));
         argv.extend(["-c".as_ref(), self.boot.as_os_str()]);
-        run_anygate_env(&argv, &[], &[], DEADLINE)
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        run_anygate_env(&argv, &env, &[], DEADLINE)
     }
 
     /// Writes `doc` to a new file and pushes it with `args`.

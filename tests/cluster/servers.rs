@@ -39,10 +39,16 @@ pub struct Etcd {
     dir: tempfile::TempDir,
     members: Vec<Member>,
     initial: String,
+    extra: Vec<String>,
 }
 
 impl Etcd {
     pub fn start(n: usize) -> Etcd {
+        Etcd::start_with(n, &[])
+    }
+
+    /// With extra `etcd` flags.
+    pub fn start_with(n: usize, extra: &[&str]) -> Etcd {
         let dir = tempfile::Builder::new()
             .prefix("anygate-etcd-")
             .tempdir()
@@ -65,6 +71,7 @@ impl Etcd {
             dir,
             members,
             initial,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         for i in 0..n {
             etcd.spawn(i);
@@ -108,6 +115,7 @@ impl Etcd {
             // Quick elections: a killed leader is replaced in about a second.
             .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .args(["--logger", "zap", "--log-level", "error"])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

@@ -21,6 +21,9 @@ use tokio::task::JoinSet;
 const MAX_RUNNING: usize = 3;
 /// Every domain is looked at again at least this often (SPEC §11: at least hourly).
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a domain another orderer holds is looked at again (its certificate is then
+/// served from the shared store: etcd in cluster mode).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 /// Test-only: `MIN,MAX` retry backoff instead of 1m,1h (e.g. `1s,4s`). Not a config key.
 pub const BACKOFF_ENV: &str = "ANYGATE_TEST_ACME_BACKOFF";
 
@@ -306,11 +309,12 @@ impl AcmeService {
                 d.next = now + until(due).min(CHECK_EVERY);
             }
             Outcome::Busy => {
+                let wait = self.backoff.min.min(BUSY_RETRY);
                 info!(
                     "ACME {name}: another process is ordering it; looking again in {}",
-                    human(self.backoff.min)
+                    human(wait)
                 );
-                d.next = now + self.backoff.min;
+                d.next = now + wait;
             }
             Outcome::Failed(why) => {
                 self.count(&name, "failure");

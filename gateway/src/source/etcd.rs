@@ -152,7 +152,10 @@ impl Etcd {
             // answering from a stale copy.
             .with_require_leader(true);
         if let Some((u, p)) = &self.user {
-            o = o.with_user(u.clone(), p.clone());
+            // etcd's tokens expire (5 minutes by default): authenticate again when one does.
+            o = o
+                .with_user(u.clone(), p.clone())
+                .with_auto_token_refresh(true);
         }
         o
     }
