@@ -18,6 +18,9 @@ use std::time::Instant;
 
 const DOMAIN: &str = "api.example.com";
 
+/// Per relayed connection: the pid holding the order lock, and the replica's pid reached.
+type Relayed = Arc<Mutex<Vec<(Option<u32>, u32)>>>;
+
 fn bootstrap_https(endpoints: &[String]) -> String {
     bootstrap(endpoints).replace(
         r#"listen: { http: "@HTTP@", admin: "@ADMIN@" }"#,
@@ -66,7 +69,7 @@ fn relay(
     listener: TcpListener,
     endpoints: String,
     replicas: Vec<(u32, std::net::SocketAddr)>,
-    seen: Arc<Mutex<Vec<(Option<u32>, u32)>>>,
+    seen: Relayed,
 ) {
     thread::spawn(move || {
         for conn in listener.incoming() {
@@ -135,7 +138,7 @@ routes: [{{ domain: "*", path: /, instance: app }}]
     for r in &mut replicas {
         r.try_run().expect("replica starts");
     }
-    let seen = Arc::new(Mutex::new(Vec::new()));
+    let seen: Relayed = Arc::default();
     relay(
         relay_listener,
         etcd.endpoints().join(","),
