@@ -2,18 +2,18 @@
 //! etcd key. A push is validated like `anygate check`, then written in one transaction with
 //! a compare-and-swap on the key's `mod_revision` and a history record (etcd keeps no
 //! timestamps): `<key>/history/<time>-<id>`, whose own `mod_revision` is the revision it
-//! describes.
+//! describes ([`super::history`] reads them).
 
 use super::bootstrap::{self, compile_document, Bootstrap};
 use super::cache::sha256_hex;
 use super::etcd::{Etcd, EtcdError};
+pub use super::history::{get, history};
+use super::history::{records, Record};
 use crate::snapshot::{self, Purpose};
 use anygate_plugins::telemetry::Telemetry;
 use etcd_client::{
     Compare, CompareOp, DeleteOptions, GetOptions, KeyValue, Txn, TxnOp, TxnOpResponse,
 };
-use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -24,24 +24,13 @@ const PATIENCE: Duration = Duration::from_secs(6);
 /// History records kept; older ones are dropped by the next push.
 const KEEP_RECORDS: usize = 500;
 
-/// Who pushed a revision, and when (the pushing machine's clock).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Record {
-    pub time: String,
-    pub by: String,
-    /// `push`, `push --force`, `rollback to 12`.
-    pub action: String,
-    pub size: usize,
-    pub sha256: String,
-}
-
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("{msg}");
     ExitCode::from(1)
 }
 
 /// The bootstrap file, checked (its etcd credentials must be set to talk to etcd).
-fn bootstrap(conf: &Path) -> Result<Bootstrap, ExitCode> {
+pub(super) fn bootstrap(conf: &Path) -> Result<Bootstrap, ExitCode> {
     match bootstrap::read(conf, &snapshot::process_env, Purpose::Serve) {
         Some(c) => c.bootstrap.map_err(fail),
         None => Err(fail(format!(
@@ -51,7 +40,7 @@ fn bootstrap(conf: &Path) -> Result<Bootstrap, ExitCode> {
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+pub(super) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -120,10 +109,6 @@ fn who() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into());
     format!("{user}@{host}")
-}
-
-fn short(sha: &str) -> &str {
-    sha.get(..12).unwrap_or(sha)
 }
 
 /// Writes `text` to the key with its history record; with `base`, only if the key is still
@@ -249,21 +234,11 @@ async fn prune(etcd: &mut Etcd, boot: &Bootstrap) {
         .await;
 }
 
-/// The history records by the revision they describe.
-async fn records(etcd: &mut Etcd, boot: &Bootstrap) -> Result<HashMap<i64, Record>, EtcdError> {
-    let resp = etcd.get_prefix(&boot.history_prefix()).await?;
-    Ok(resp
-        .kvs()
-        .iter()
-        .filter_map(|kv| {
-            let r: Record = serde_json::from_slice(kv.value()).ok()?;
-            Some((kv.mod_revision(), r))
-        })
-        .collect())
-}
-
 /// The key now: its value and revision (0 when it does not exist).
-async fn current(etcd: &mut Etcd, boot: &Bootstrap) -> Result<(Option<KeyValue>, i64), String> {
+pub(super) async fn current(
+    etcd: &mut Etcd,
+    boot: &Bootstrap,
+) -> Result<(Option<KeyValue>, i64), String> {
     let key = boot.key.clone();
     let resp = etcd
         .call_patiently(PATIENCE, move |mut c| {
@@ -401,7 +376,7 @@ pub fn rollback(conf: &Path, revision: i64, force: bool) -> ExitCode {
 }
 
 /// The key as written at `revision`, which must be one of its revisions.
-async fn old_document(
+pub(super) async fn old_document(
     etcd: &mut Etcd,
     boot: &Bootstrap,
     revision: i64,
@@ -430,108 +405,6 @@ async fn old_document(
         )),
         Err(e) => Err(format!("cannot read revision {revision} of etcd key {}: {e}", boot.key)),
     }
-}
-
-/// `anygate config history -c BOOT`.
-pub fn history(conf: &Path, limit: usize) -> ExitCode {
-    let boot = match bootstrap(conf) {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let mut etcd = Etcd::new(&boot);
-        let (now, _) = match current(&mut etcd, &boot).await {
-            Ok(c) => c,
-            Err(msg) => return fail(msg),
-        };
-        let Some(mut kv) = now else {
-            return fail(format!("etcd key {} does not exist: nothing was pushed yet", boot.key));
-        };
-        let records = match records(&mut etcd, &boot).await {
-            Ok(r) => r,
-            Err(e) => return fail(format!("cannot read the history records: {e}")),
-        };
-        println!("{:<10} {:<24} {:>8}  {:<12}  {:<24} ACTION", "REVISION", "TIME", "SIZE", "SHA256", "BY");
-        let mut shown = 0;
-        let end = loop {
-            let r = records.get(&kv.mod_revision());
-            let sha = sha256_hex(kv.value());
-            let mark = if shown == 0 { " (current)" } else { "" };
-            println!(
-                "{:<10} {:<24} {:>8}  {:<12}  {:<24} {}{mark}",
-                kv.mod_revision(),
-                r.map_or("-", |r| r.time.as_str()),
-                kv.value().len(),
-                short(&sha),
-                r.map_or("-", |r| r.by.as_str()),
-                r.map_or("written outside anygate", |r| r.action.as_str()),
-            );
-            shown += 1;
-            if shown >= limit {
-                break format!("(--limit {limit}: older revisions not shown)");
-            }
-            if kv.create_revision() == kv.mod_revision() {
-                break String::new();
-            }
-            match etcd.get(&boot.key, kv.mod_revision() - 1).await {
-                Ok(resp) => match resp.kvs().first() {
-                    Some(prev) => kv = prev.clone(),
-                    None => break String::new(),
-                },
-                Err(EtcdError::Compacted(_)) => {
-                    break "(older revisions were compacted by etcd: they can no longer be rolled back to)".into()
-                }
-                Err(e) => return fail(format!("cannot read older revisions: {e}")),
-            }
-        };
-        if !end.is_empty() {
-            println!("{end}");
-        }
-        ExitCode::SUCCESS
-    })
-}
-
-/// `anygate config get -c BOOT [--revision REV]`: the document on stdout.
-pub fn get(conf: &Path, revision: Option<i64>) -> ExitCode {
-    let boot = match bootstrap(conf) {
-        Ok(b) => b,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
-        Err(code) => return code,
-    };
-    rt.block_on(async {
-        let mut etcd = Etcd::new(&boot);
-        let (now, header) = match current(&mut etcd, &boot).await {
-            Ok(c) => c,
-            Err(msg) => return fail(msg),
-        };
-        let kv = match (revision, now) {
-            (Some(rev), _) => match old_document(&mut etcd, &boot, rev, header).await {
-                Ok(kv) => kv,
-                Err(msg) => return fail(msg),
-            },
-            (None, Some(kv)) => kv,
-            (None, None) => {
-                return fail(format!(
-                    "etcd key {} does not exist: nothing was pushed yet",
-                    boot.key
-                ))
-            }
-        };
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if out.write_all(kv.value()).and_then(|_| out.flush()).is_err() {
-            return ExitCode::from(1);
-        }
-        eprintln!("etcd key {} revision {}", boot.key, kv.mod_revision());
-        ExitCode::SUCCESS
-    })
 }
 
 /// `anygate check` on a bootstrap file: checks it (the document is checked by

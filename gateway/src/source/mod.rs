@@ -7,6 +7,7 @@ mod bootstrap;
 mod cache;
 pub mod cli;
 mod etcd;
+mod history;
 mod watch;
 
 pub use acme::EtcdStore;

@@ -320,11 +320,10 @@ impl EtcdWatch {
         let started = Instant::now();
         // Compiling reads files and may resolve names; the cache is written to disk.
         let task = tokio::task::spawn_blocking(move || load(&boot, &store, &name, revision, value));
-        let took = started.elapsed();
         let name = self.boot.document_name(revision);
         match task.await {
             Ok(Ok((generation, summary))) => {
-                let took = started.elapsed().max(took);
+                let took = started.elapsed();
                 self.remember(trigger, generation, Vec::new(), took);
                 info!(
                     "config {name} loaded: generation {generation} in {} ms ({summary})",
