@@ -7,6 +7,7 @@ use anygate_plugins::headers::{
     has_underscore, is_cloudbase, is_owned, is_wx, remove_request_headers, remove_response_headers,
     X_WX_SERVICE,
 };
+use anygate_plugins::metrics::final_status;
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
@@ -225,7 +226,8 @@ impl ProxyHttp for Gateway {
             None => reply::classify(e).map(Reply::error),
         };
         let code = match reply {
-            Some(r) if session.response_written().is_none() => {
+            // An interim `100 Continue` the upstream sent does not count: the error follows it.
+            Some(r) if final_status(session).is_none() => {
                 match reply::write(session, &mut rc.ctx, &rc.snap.chain, r).await {
                     Ok(status) => status,
                     Err(we) => {
