@@ -11,6 +11,7 @@ pub mod server;
 pub mod snapshot;
 pub mod store;
 pub mod streams;
+pub mod target;
 pub mod tls;
 pub mod token;
 pub mod wechat_stub;

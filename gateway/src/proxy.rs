@@ -75,10 +75,7 @@ fn strip_cloudbase(resp: &mut ResponseHeader) {
 
 /// Ends the current phase with `reply`, to be written by `fail_to_proxy`.
 fn fail_with(rc: &mut RequestCtx, reply: Reply) -> Box<Error> {
-    let status = match &reply {
-        Reply::Error { code, .. } => code.status().as_u16(),
-        Reply::Response { header, .. } => header.status.as_u16(),
-    };
+    let status = reply.status().as_u16();
     rc.pending = Some(reply);
     Error::explain(ErrorType::HTTPStatus(status), "anygate reply")
 }
@@ -102,6 +99,7 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, rc: &mut RequestCtx) -> Result<bool> {
         let RequestCtx { snap, ctx, .. } = rc;
+        let target_reply = crate::target::screen(session.req_header_mut());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.peer_ip = session
             .client_addr()
@@ -111,12 +109,14 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
-        // `force_https` domains: answered on the plain listener before any plugin decides.
-        let redirect = match (&snap.tls.redirect, ctx.tls) {
-            (Some(r), false) => r.reply(session.req_header()),
+        // `CONNECT`, `OPTIONS *`, unusable URLs, and `force_https` domains on the plain
+        // listener: answered before any plugin decides.
+        let early = match (target_reply, &snap.tls.redirect) {
+            (Some(r), _) => Some(r),
+            (None, Some(r)) if !ctx.tls => r.reply(session.req_header()),
             _ => None,
         };
-        if let Some(r) = redirect {
+        if let Some(r) = early {
             reply::write(session, ctx, &snap.chain, r).await?;
             return Ok(true);
         }

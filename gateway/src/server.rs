@@ -143,6 +143,13 @@ pub fn build(
         Gateway::new(store.clone()),
         "anygate",
     );
+    // Pingora's own answer to CONNECT is a bare 405; let it reach `target::screen`, which
+    // refuses it in SPEC §8's shape with `Allow` (nothing in anygate tunnels).
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    if let Some(app) = proxy.app_logic_mut() {
+        app.server_options = Some(options);
+    }
     if let Some(addr) = listeners.http {
         proxy.add_tcp(&addr.to_string());
         info!("listening for HTTP on {addr}");

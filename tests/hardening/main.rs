@@ -7,5 +7,6 @@ mod common;
 
 mod continue_100;
 mod raw_upstream;
+mod targets;
 
 pub const HOST: &str = "test-env.service.tcloudbase.com";
