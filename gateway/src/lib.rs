@@ -4,6 +4,7 @@ pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod echo;
+pub mod logging;
 pub mod proxy;
 pub mod reload;
 pub mod reply;

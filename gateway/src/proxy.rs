@@ -7,12 +7,13 @@ use anygate_plugins::headers::{
     has_underscore, is_cloudbase, is_owned, is_wx, remove_request_headers, remove_response_headers,
     X_WX_SERVICE,
 };
+use anygate_plugins::log_limit::{self, Admit};
 use anygate_plugins::metrics::final_status;
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::{error, warn};
+use log::{error, warn, Level};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -71,6 +72,17 @@ fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
 /// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
 fn strip_cloudbase(resp: &mut ResponseHeader) {
     remove_response_headers(resp, |n| is_cloudbase(n.as_str()));
+}
+
+/// The kind of "could not send the error response" lines.
+const UNSENT: u64 = 0x756e_7365_6e74;
+
+fn unsent_label() -> (Level, &'static str, String) {
+    (
+        Level::Warn,
+        "anygate::proxy",
+        "could not send the error response".into(),
+    )
 }
 
 /// Ends the current phase with `reply`, to be written by `fail_to_proxy`.
@@ -231,10 +243,13 @@ impl ProxyHttp for Gateway {
                 match reply::write(session, &mut rc.ctx, &rc.snap.chain, r).await {
                     Ok(status) => status,
                     Err(we) => {
-                        warn!(
-                            "[{}] could not send the error response: {we}",
-                            rc.ctx.request_id_str()
-                        );
+                        // The client is gone: one line per interval, whoever hangs up.
+                        if let Admit::Write(more) = log_limit::admit(UNSENT, unsent_label) {
+                            warn!(
+                                "[{}] could not send the error response: {we}{more}",
+                                rc.ctx.request_id_str()
+                            );
+                        }
                         0
                     }
                 }
@@ -243,12 +258,26 @@ impl ProxyHttp for Gateway {
             _ => 0,
         };
         if code >= 500 {
-            error!(
-                "[{}] {} upstream={} error: {e}",
-                rc.ctx.request_id_str(),
+            // One line per error and instance per interval: an outage is not a log flood (each
+            // request is in the access log).
+            let (what, instance) = (
                 rc.ctx.error.map_or("-", |c| c.as_str()),
                 rc.ctx.instance_label(),
             );
+            let key = log_limit::key(&[what.as_bytes(), instance.as_bytes()]);
+            let label = || {
+                (
+                    Level::Error,
+                    "anygate::proxy",
+                    format!("{what} upstream={instance}"),
+                )
+            };
+            if let Admit::Write(more) = log_limit::admit(key, label) {
+                error!(
+                    "[{}] {what} upstream={instance} error: {e}{more}",
+                    rc.ctx.request_id_str(),
+                );
+            }
         }
         FailToProxy {
             error_code: code,
