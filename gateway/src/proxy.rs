@@ -215,12 +215,15 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         rc: &mut RequestCtx,
     ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if crate::drain::draining() {
+            session.set_keepalive(None);
         }
         rc.snap.chain.response(resp, &mut rc.ctx);
         rc.ctx.status = resp.status.as_u16();

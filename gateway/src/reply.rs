@@ -90,6 +90,7 @@ pub async fn write(
     // After a refused CONNECT the client may already be sending tunnel bytes: close too.
     if (!session.is_body_empty() && !session.is_body_done())
         || session.req_header().method == Method::CONNECT
+        || crate::drain::draining()
     {
         session.set_keepalive(None);
     }

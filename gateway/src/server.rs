@@ -170,6 +170,7 @@ pub fn build(
     crate::streams::add_services(&mut server, &store);
     add_admin(&mut server, listeners.admin, telemetry, store);
 
+    server.add_service(background_service("drain", crate::drain::DrainWatch));
     if let Some(r) = reloader {
         server.add_service(background_service("config reload", ReloadService::new(r)));
     }

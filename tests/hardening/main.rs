@@ -9,5 +9,6 @@ mod continue_100;
 mod log_flood;
 mod raw_upstream;
 mod targets;
+mod upgrade;
 
 pub const HOST: &str = "test-env.service.tcloudbase.com";
