@@ -243,6 +243,9 @@ impl ProxyHttp for Gateway {
         let code = match reply {
             // An interim `100 Continue` the upstream sent does not count: the error follows it.
             Some(r) if final_status(session).is_none() => {
+                // Pingora closes the connection after a failed proxy attempt: say so, or the
+                // client's next request on it would fail (as Pingora's own error pages do).
+                session.set_keepalive(None);
                 match reply::write(session, &mut rc.ctx, &rc.snap.chain, r).await {
                     Ok(status) => status,
                     Err(we) => {

@@ -6,6 +6,7 @@
 mod common;
 
 mod continue_100;
+mod keepalive;
 mod log_flood;
 mod raw_upstream;
 mod targets;
