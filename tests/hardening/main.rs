@@ -11,5 +11,6 @@ mod log_flood;
 mod raw_upstream;
 mod targets;
 mod upgrade;
+mod websocket;
 
 pub const HOST: &str = "test-env.service.tcloudbase.com";
