@@ -45,7 +45,8 @@ fn health_readiness_and_metrics_once_loaded() {
 
     let unknown = get(gw.admin, "localhost", "/metrics/extra");
     assert_eq!(unknown.status, 404);
-    assert_eq!(get(gw.admin, "localhost", "/").status, 404);
+    assert_eq!(get(gw.admin, "localhost", "/nope").status, 404);
+    assert_eq!(get(gw.admin, "localhost", "/").status, 200, "the console");
     let post = send(gw.admin, &Req::post("/metrics").host("localhost").body("x")).unwrap();
     assert_eq!(post.status, 405);
     assert_eq!(post.header("Allow"), Some("GET, HEAD"));
@@ -130,10 +131,13 @@ fn without_listen_admin_there_is_no_admin_listener() {
 fn a_non_loopback_admin_address_is_warned_about() {
     let up = Upstream::start(Behavior::Echo);
     let port = free_port(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    let gw = Gateway::start(&yaml(
+    // SPEC §12: a non-loopback admin address needs `admin.token_env`.
+    let config = yaml(
         &up,
         &format!("{{ http: \"@HTTP@\", admin: \"0.0.0.0:{port}\" }}"),
-    ));
+    ) + "admin: { token_env: ADMIN_TOKEN }\n";
+    let token = "a-token-of-enough-length";
+    let gw = Gateway::start_with(&config, &[("ADMIN_TOKEN", token)]);
     assert!(
         gw.wait_output("is not on a loopback address", WAIT),
         "{}",
@@ -143,6 +147,15 @@ fn a_non_loopback_admin_address_is_warned_about() {
     let local = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port);
     assert!(wait_listening(local, WAIT));
     assert_eq!(get(local, "localhost", "/healthz").status, 200);
+    assert_eq!(get(local, "localhost", "/metrics").status, 401);
+    let scrape = send(
+        local,
+        &Req::get("/metrics")
+            .host("localhost")
+            .header("Authorization", &format!("Bearer {token}")),
+    )
+    .unwrap();
+    assert_eq!(scrape.status, 200);
 }
 
 #[test]

@@ -130,8 +130,9 @@ fn a_known_mix_gives_exact_counts() {
     let up = format!("{UPSTREAM}_count");
     assert_eq!(s.value(&up, &[("instance", "lhins-a")]), 4.0);
     assert_eq!(s.value(&up, &[("instance", "lhins-b")]), 2.0);
-    assert_eq!(s.get(&up, &[("instance", "lhins-down")]), None);
-    assert_eq!(s.find(&up, &[]).len(), 2);
+    // ... but its series exists from the start (SPEC §10), at zero.
+    assert_eq!(s.get(&up, &[("instance", "lhins-down")]), Some(0.0));
+    assert_eq!(s.find(&up, &[]).len(), 3);
 
     let errors = "anygate_upstream_errors_total";
     assert_eq!(

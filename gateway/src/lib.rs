@@ -1,11 +1,14 @@
 //! The anygate gateway: config, snapshot, the Pingora proxy and the command-line tools.
 
+pub mod acme;
 pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod echo;
+pub mod health;
 pub mod logging;
+pub mod monitor;
 pub mod proxy;
 pub mod reload;
 pub mod reply;

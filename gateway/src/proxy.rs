@@ -121,12 +121,19 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
-        // `CONNECT`, `OPTIONS *`, unusable URLs, and `force_https` domains on the plain
-        // listener: answered before any plugin decides.
-        let early = match (target_reply, &snap.tls.redirect) {
-            (Some(r), _) => Some(r),
-            (None, Some(r)) if !ctx.tls => r.reply(session.req_header()),
-            _ => None,
+        // `CONNECT`, `OPTIONS *` and unusable URLs; then, on the plain listener, ACME HTTP-01
+        // answers and `force_https` domains: answered before any plugin decides.
+        let early = if target_reply.is_some() {
+            target_reply
+        } else if ctx.tls {
+            None
+        } else {
+            let req = session.req_header();
+            self.store
+                .acme
+                .challenges
+                .http01(req)
+                .or_else(|| snap.tls.redirect.as_ref().and_then(|r| r.reply(req)))
         };
         if let Some(r) = early {
             reply::write(session, ctx, &snap.chain, r).await?;
@@ -238,7 +245,7 @@ impl ProxyHttp for Gateway {
     ) -> FailToProxy {
         let reply = match rc.pending.take() {
             Some(r) => Some(r),
-            None => reply::classify(e).map(Reply::error),
+            None => reply::for_error(e, &rc.ctx),
         };
         let code = match reply {
             // An interim `100 Continue` the upstream sent does not count: the error follows it.
@@ -307,5 +314,6 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
         rc.snap.chain.logging(session, &rc.ctx, e);
+        self.store.monitor.record(session, &rc.ctx, e);
     }
 }

@@ -5,6 +5,8 @@
 
 use crate::config::{self, ConfigErrors};
 use crate::snapshot::{self, Snapshot, Store};
+use crate::store::{ReloadRecord, Trigger};
+use anygate_plugins::access_log::rfc3339_millis;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use notify::{RecursiveMode, Watcher};
@@ -16,7 +18,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::mpsc;
 
 /// Events closer together than this are one change (editors write in several steps).
@@ -79,6 +81,9 @@ pub struct Reloader {
     path: PathBuf,
     store: Arc<Store>,
     seen: Mutex<Seen>,
+    /// One check at a time (the file watcher, SIGHUP and the admin API may ask together):
+    /// each compiles the generation after the current one.
+    one: Mutex<()>,
     /// Watch the file (else only SIGHUP reloads).
     watch: bool,
 }
@@ -94,12 +99,17 @@ impl Reloader {
             path,
             store,
             seen: Mutex::new(seen),
+            one: Mutex::new(()),
             watch,
         }
     }
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
     }
 
     fn seen(&self) -> std::sync::MutexGuard<'_, Seen> {
@@ -111,8 +121,11 @@ impl Reloader {
         stamp(&self.path) != self.seen().stamp
     }
 
-    /// Reads the file and, if its content changed (or `force`), compiles and publishes it.
-    pub fn check(&self, force: bool) -> Outcome {
+    /// Reads the file and, if its content changed (or unless `trigger` is a file change),
+    /// compiles and publishes it.
+    pub fn check(&self, trigger: Trigger) -> Outcome {
+        let force = trigger != Trigger::File;
+        let _one = self.one.lock().unwrap_or_else(|e| e.into_inner());
         let now_stamp = stamp(&self.path);
         let read = std::fs::read(&self.path);
         let hash = match &read {
@@ -176,6 +189,7 @@ impl Reloader {
                 );
                 self.store.publish(next);
                 let took = started.elapsed();
+                self.remember(trigger, generation, Vec::new(), took);
                 info!(
                     "config {} reloaded: generation {generation} in {} ms ({summary})",
                     self.path.display(),
@@ -185,6 +199,8 @@ impl Reloader {
             }
             Err(errors) => {
                 self.store.record_failure();
+                let list = errors.0.iter().map(|e| e.to_string()).collect();
+                self.remember(trigger, current.generation, list, started.elapsed());
                 error!(
                     "config {} NOT reloaded, generation {} keeps serving:\n{errors}",
                     self.path.display(),
@@ -193,6 +209,23 @@ impl Reloader {
                 Outcome::Failed(errors)
             }
         }
+    }
+}
+
+impl Reloader {
+    fn remember(&self, trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) {
+        self.store.remember(ReloadRecord {
+            time: rfc3339_millis(SystemTime::now()),
+            result: if errors.is_empty() {
+                "success"
+            } else {
+                "failure"
+            },
+            trigger,
+            generation,
+            errors,
+            duration_ms: Some(took.as_micros() as f64 / 1000.0),
+        });
     }
 }
 
@@ -213,6 +246,13 @@ fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
             current.server, next.server
         );
         next.server = current.server.clone();
+    }
+    if next.admin.recent_requests != current.admin.recent_requests {
+        warn!(
+            "`admin.recent_requests` changed ({} -> {}): the buffer is sized at start, this needs a restart; it keeps {} records",
+            current.admin.recent_requests, next.admin.recent_requests, current.admin.recent_requests
+        );
+        next.admin.recent_requests = current.admin.recent_requests;
     }
 }
 
@@ -243,10 +283,10 @@ impl ReloadService {
         ReloadService { reloader }
     }
 
-    async fn run_check(&self, force: bool) {
+    async fn run_check(&self, trigger: Trigger) {
         let r = self.reloader.clone();
         // Compiling reads files and may resolve names: keep it off the async threads.
-        if let Err(e) = tokio::task::spawn_blocking(move || r.check(force)).await {
+        if let Err(e) = tokio::task::spawn_blocking(move || r.check(trigger)).await {
             error!("config reload task failed: {e}");
         }
     }
@@ -338,7 +378,7 @@ impl BackgroundService for ReloadService {
                     )
                     .await
                     {}
-                    self.run_check(false).await;
+                    self.run_check(Trigger::File).await;
                 }
                 Some(()) = async {
                     match hup.as_mut() {
@@ -347,11 +387,11 @@ impl BackgroundService for ReloadService {
                     }
                 } => {
                     info!("SIGHUP: reloading {}", self.reloader.path().display());
-                    self.run_check(true).await;
+                    self.run_check(Trigger::Signal).await;
                 }
                 _ = tick.tick(), if self.reloader.watch => {
                     if self.reloader.stamp_changed() {
-                        self.run_check(false).await;
+                        self.run_check(Trigger::File).await;
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! The one place that turns an error into a response: SPEC §8's JSON body, the right status,
 //! and (through the chain's response phase) the SPEC §7 headers.
 
-use anygate_plugins::{Chain, Ctx, ErrorCode, Reply};
+use anygate_plugins::telemetry::upstream_error_kind;
+use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Reply};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method};
@@ -9,6 +10,7 @@ use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use serde::Serialize;
+use std::time::Duration;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -45,6 +47,63 @@ pub fn classify(e: &Error) -> Option<ErrorCode> {
             Some(ErrorCode::RequestServiceFailed)
         }
         _ => Some(ErrorCode::SysErr),
+    }
+}
+
+/// The reply for a request that failed with `e`: the SPEC code, and for the instance's
+/// failures a message that names the cause, so the CloudBase FAQ's checks (is the service
+/// listening on the port? a firewall?) can be followed from the error alone. The instance's
+/// address is not told to the client, only its id and port.
+pub fn for_error(e: &Error, ctx: &Ctx) -> Option<Reply> {
+    let code = classify(e)?;
+    let message = match (&ctx.instance, upstream_error_kind(e)) {
+        (Some(i), Some(kind)) if code != ErrorCode::SysErr => {
+            let read = match ctx.entry {
+                Entry::Sdk => i.sdk_peer.options.read_timeout,
+                _ => i.http_peer.options.read_timeout,
+            };
+            let connect = i.http_peer.options.connection_timeout;
+            Some(failure_message(
+                kind,
+                e.etype(),
+                &i.id,
+                i.addr.port(),
+                connect,
+                read,
+            ))
+        }
+        _ => None,
+    };
+    Some(match message {
+        Some(m) => Reply::error_with(code, m),
+        None => Reply::error(code),
+    })
+}
+
+fn human(d: Option<Duration>) -> String {
+    d.map_or_else(|| "its timeout".into(), crate::health::probe::human)
+}
+
+/// What happened between anygate and instance `id`, in words.
+pub fn failure_message(
+    kind: &str,
+    etype: &ErrorType,
+    id: &str,
+    port: u16,
+    connect: Option<Duration>,
+    read: Option<Duration>,
+) -> String {
+    match kind {
+        "connect_refused" => format!("instance {id} refused the connection on port {port}: is the service listening on that port?"),
+        "connect_timeout" => format!("connecting to instance {id} on port {port} timed out after {}: is the instance up, and does its firewall let port {port} through?", human(connect)),
+        "connect_error" => format!("cannot connect to instance {id} on port {port} ({etype:?}): is the instance up and reachable from the gateway?"),
+        "tls" => format!("the TLS handshake with instance {id} on port {port} failed"),
+        "timeout" if *etype == ErrorType::WriteTimedout => format!("sending the request to instance {id} timed out after {}", human(read)),
+        "timeout" => format!("instance {id} accepted the connection on port {port} but did not answer within {}", human(read)),
+        "closed" => format!("instance {id} closed the connection on port {port} without answering"),
+        "reset" => format!("instance {id} reset the connection on port {port}"),
+        "bad_response" => format!("instance {id} answered on port {port} with something that is not valid HTTP"),
+        _ => format!("the request to instance {id} on port {port} failed ({etype:?})"),
     }
 }
 
@@ -116,6 +175,29 @@ mod tests {
             std::str::from_utf8(&b).unwrap(),
             r#"{"code":"INVALID_PATH","message":"no \"route\"","requestId":"abc"}"#
         );
+    }
+
+    #[test]
+    fn failures_are_told_in_words() {
+        let m = |kind, t| {
+            failure_message(
+                kind,
+                &t,
+                "lhins-a",
+                8080,
+                Some(Duration::from_secs(3)),
+                Some(Duration::from_millis(500)),
+            )
+        };
+        assert_eq!(
+            m("connect_refused", ErrorType::ConnectRefused),
+            "instance lhins-a refused the connection on port 8080: is the service listening on that port?"
+        );
+        assert!(m("connect_timeout", ErrorType::ConnectTimedout).contains("timed out after 3s"));
+        assert!(m("timeout", ErrorType::ReadTimedout).contains("did not answer within 500ms"));
+        assert!(m("reset", ErrorType::ReadError).contains("reset the connection"));
+        assert!(m("closed", ErrorType::ConnectionClosed).contains("closed the connection"));
+        assert!(m("bad_response", ErrorType::InvalidHTTPHeader).contains("not valid HTTP"));
     }
 
     #[test]

@@ -4,6 +4,8 @@
 use crate::admin::Admin;
 use crate::config::{self, ConfigErrors};
 use crate::echo::Echo;
+use crate::health::probe::ProbeService;
+use crate::monitor::TickService;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader};
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
@@ -167,8 +169,19 @@ pub fn build(
         }
     }
     server.add_service(proxy);
+    add_acme(&mut server, &telemetry, &store);
     crate::streams::add_services(&mut server, &store);
-    add_admin(&mut server, listeners.admin, telemetry, store);
+    add_admin(
+        &mut server,
+        listeners.admin,
+        telemetry,
+        store.clone(),
+        reloader.clone(),
+    );
+    server.add_service(background_service(
+        "health checks",
+        ProbeService::new(store.clone()),
+    ));
 
     server.add_service(background_service("drain", crate::drain::DrainWatch));
     if let Some(r) = reloader {
@@ -184,18 +197,45 @@ pub fn build(
     server
 }
 
-/// The admin listener on `listen.admin`; none when it is not set.
+/// The ACME service (it idles while no domain has `tls: acme`, and wakes on the reload that
+/// adds one) and the certificate metrics.
+fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
+    let registry = &telemetry.registry;
+    match crate::tls::CertificateMetrics::new(store.clone()) {
+        Ok(m) => {
+            if let Err(e) = registry.register(Box::new(m)) {
+                error!("cannot register the certificate metrics: {e}");
+            }
+        }
+        Err(e) => error!("cannot make the certificate metrics: {e}"),
+    }
+    match crate::acme::AcmeService::new(store.clone(), registry) {
+        Ok(acme) => {
+            acme.preload();
+            server.add_service(background_service("acme", acme));
+        }
+        Err(e) => error!("ACME disabled: cannot register its metrics: {e}"),
+    }
+}
+
+/// The admin listener on `listen.admin`, with the ticker behind its traffic stream and
+/// passive health; none when it is not set.
 fn add_admin(
     server: &mut Server,
     addr: Option<std::net::SocketAddr>,
     telemetry: Arc<Telemetry>,
     store: Arc<Store>,
+    reloader: Option<Arc<Reloader>>,
 ) {
     let Some(addr) = addr else {
-        info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz");
+        info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz, no console");
         return;
     };
-    let admin = match Admin::new(telemetry, store) {
+    server.add_service(background_service(
+        "traffic ticker",
+        TickService::new(store.clone()),
+    ));
+    let admin = match Admin::new(telemetry, store, reloader) {
         Ok(a) => a,
         Err(e) => {
             error!("admin listener disabled: cannot register the config metrics: {e}");
@@ -203,12 +243,14 @@ fn add_admin(
         }
     };
     if !addr.ip().is_loopback() {
-        warn!("the admin listener {addr} is not on a loopback address: /metrics is reachable from the network");
+        warn!("the admin listener {addr} is not on a loopback address: its API and /metrics need the admin token");
     }
     let mut svc = Service::new("admin".to_string(), admin);
     svc.threads = Some(1);
     svc.add_tcp(&addr.to_string());
-    info!("admin listener (/metrics /healthz /readyz) on {addr}");
+    info!(
+        "admin listener (console at http://{addr}/, /api/v1/, /metrics /healthz /readyz) on {addr}"
+    );
     server.add_service(svc);
 }
 

@@ -46,6 +46,14 @@ pub struct ServerSettings {
     pub pid_file: String,
 }
 
+/// A custom domain as the admin API lists it (its routes and certificate are elsewhere).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DomainSettings {
+    /// Lower-case; `*.parent` for a wildcard.
+    pub name: String,
+    pub force_https: bool,
+}
+
 /// Everything a request needs, compiled and immutable.
 pub struct Snapshot {
     pub generation: u64,
@@ -62,6 +70,12 @@ pub struct Snapshot {
     pub telemetry: Arc<Telemetry>,
     /// Certificates by SNI and the `force_https` redirect.
     pub tls: crate::tls::Tls,
+    /// The admin API's token and buffer size.
+    pub admin: crate::admin::settings::AdminSettings,
+    /// The custom domains, in file order.
+    pub domains: Vec<DomainSettings>,
+    /// Active health checks, by instance id.
+    pub health_checks: HashMap<String, crate::health::CheckSettings>,
     /// TCP passthrough (SPEC §14).
     pub streams: crate::streams::Streams,
 }
@@ -268,6 +282,7 @@ pub(crate) fn build(
 
     // Domains.
     let mut domains: HashMap<String, Mark> = HashMap::new();
+    let mut domain_list = Vec::new();
     for d in &file.domains {
         let name = d.value.name.to_ascii_lowercase();
         let name = name.strip_suffix('.').unwrap_or(&name).to_string();
@@ -295,10 +310,15 @@ pub(crate) fn build(
             );
             continue;
         }
+        domain_list.push(DomainSettings {
+            name: name.clone(),
+            force_https: d.value.force_https,
+        });
         domains.insert(name, d.at);
     }
 
-    let tls = crate::tls::compile(file, listeners.https, &mut e.list);
+    let tls = crate::tls::compile(file, &listeners, &mut e.list);
+    let admin = crate::admin::settings::compile(file, listeners.admin, env, &mut e.list);
 
     // Limits and timeouts.
     let lv = &file.limits.value;
@@ -330,6 +350,7 @@ pub(crate) fn build(
     // Instances. Each one's problems are all reported; an instance with any is left out of
     // the table, but its id stays known so routes naming it are not reported again.
     let mut instances: Vec<Arc<Instance>> = Vec::new();
+    let mut health_checks = HashMap::new();
     let mut instance_marks: HashMap<String, Mark> = HashMap::new();
     for i in &file.instances {
         let v = &i.value;
@@ -371,6 +392,14 @@ pub(crate) fn build(
             Some(var) => secret(e, env, var, i.mark_of("origin_secret_env")).map(Some),
             None => Some(None),
         };
+        if let Some(hc) = &v.health_check {
+            match crate::health::compile_check(file, i, hc, &mut e.list) {
+                Some(c) => {
+                    health_checks.insert(v.id.clone(), c);
+                }
+                None => ok = false,
+            }
+        }
         if let (true, Some(addr), Some(upstream_type), Some(origin_secret)) =
             (ok, addr, upstream_type, origin_secret)
         {
@@ -570,6 +599,9 @@ pub(crate) fn build(
         timeouts,
         telemetry: telemetry.clone(),
         tls,
+        admin,
+        domains: domain_list,
+        health_checks,
         streams,
     })
 }

@@ -125,6 +125,11 @@ impl Ctx {
             .unwrap_or("-")
     }
 
+    /// The request id's bytes, if one was made (no UTF-8 check: it is made of hex digits).
+    pub fn request_id_bytes(&self) -> Option<&[u8]> {
+        self.request_id.as_ref().map(|v| v.as_bytes())
+    }
+
     /// The `route` metric label: the route that matched, else `none`.
     pub fn route_label(&self) -> &str {
         self.route.as_ref().map_or("none", |r| r.label.as_str())
@@ -186,7 +191,9 @@ mod tests {
     fn request_id_is_stable_within_a_request() {
         let mut ctx = Ctx::new(1);
         assert_eq!(ctx.request_id_str(), "-");
+        assert_eq!(ctx.request_id_bytes(), None);
         let first = ctx.request_id().clone();
+        assert_eq!(ctx.request_id_bytes(), Some(first.as_bytes()));
         assert_eq!(ctx.request_id(), &first);
         assert_eq!(ctx.request_id_str(), first.to_str().unwrap());
     }

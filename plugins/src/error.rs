@@ -16,10 +16,12 @@ pub enum ErrorCode {
     ServiceTimeout,
     InvalidRequest,
     SysErr,
+    /// Admin API (SPEC §12): no such request record or resource.
+    NotFound,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 11] = [
+    pub const ALL: [ErrorCode; 12] = [
         ErrorCode::ServiceNotFound,
         ErrorCode::InvalidHost,
         ErrorCode::InvalidPath,
@@ -31,6 +33,7 @@ impl ErrorCode {
         ErrorCode::ServiceTimeout,
         ErrorCode::InvalidRequest,
         ErrorCode::SysErr,
+        ErrorCode::NotFound,
     ];
 
     /// The `code` field of the JSON body.
@@ -47,14 +50,16 @@ impl ErrorCode {
             ErrorCode::ServiceTimeout => "SERVICE_TIMEOUT",
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
             ErrorCode::SysErr => "SYS_ERR",
+            ErrorCode::NotFound => "NOT_FOUND",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::ServiceNotFound | ErrorCode::InvalidHost | ErrorCode::InvalidPath => {
-                StatusCode::NOT_FOUND
-            }
+            ErrorCode::ServiceNotFound
+            | ErrorCode::InvalidHost
+            | ErrorCode::InvalidPath
+            | ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::Unauthenticated => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
             ErrorCode::ExceedMaxPayloadSize => StatusCode::PAYLOAD_TOO_LARGE,
@@ -80,6 +85,7 @@ impl ErrorCode {
             ErrorCode::ServiceTimeout => "the service did not answer in time",
             ErrorCode::InvalidRequest => "malformed request",
             ErrorCode::SysErr => "internal error",
+            ErrorCode::NotFound => "not found",
         }
     }
 }
@@ -114,6 +120,7 @@ mod tests {
                 ("SERVICE_TIMEOUT", 504),
                 ("INVALID_REQUEST", 400),
                 ("SYS_ERR", 500),
+                ("NOT_FOUND", 404),
             ]
         );
     }

@@ -129,6 +129,27 @@ impl Telemetry {
             .ok()
     }
 
+    /// Creates an instance's series at zero (SPEC §10: a dashboard sees 0, not "no data"):
+    /// its upstream errors of every kind, its upstream histogram and its SDK entry.
+    pub fn prime_instance(&self, instance: &str) {
+        for kind in UPSTREAM_ERROR_KINDS {
+            let _ = self
+                .upstream_errors
+                .get_metric_with_label_values(&[instance, kind]);
+        }
+        let _ = self.upstream_histogram(instance);
+        let _ = self
+            .request_duration
+            .get_metric_with_label_values(&["sdk", "none", instance]);
+    }
+
+    /// Creates a route's request histogram at zero.
+    pub fn prime_route(&self, route: &str, instance: &str) {
+        let _ = self
+            .request_duration
+            .get_metric_with_label_values(&["http", route, instance]);
+    }
+
     /// The text exposition of everything registered.
     pub fn render(&self) -> String {
         let families = self.registry.gather();
@@ -137,6 +158,19 @@ impl Telemetry {
             .unwrap_or_default()
     }
 }
+
+/// Every `kind` of `anygate_upstream_errors_total`.
+pub const UPSTREAM_ERROR_KINDS: [&str; 9] = [
+    "connect_refused",
+    "connect_timeout",
+    "connect_error",
+    "tls",
+    "timeout",
+    "closed",
+    "reset",
+    "bad_response",
+    "other",
+];
 
 /// The `kind` label of a failed request's error, when the instance is to blame.
 pub fn upstream_error_kind(e: &pingora_error::Error) -> Option<&'static str> {
@@ -235,5 +269,19 @@ mod tests {
             None,
             "anygate's own answer"
         );
+        for t in [
+            ErrorType::ConnectRefused,
+            ErrorType::ConnectTimedout,
+            ErrorType::ConnectNoRoute,
+            ErrorType::TLSHandshakeFailure,
+            ErrorType::ReadTimedout,
+            ErrorType::ConnectionClosed,
+            ErrorType::ReadError,
+            ErrorType::InvalidHTTPHeader,
+            ErrorType::InternalError,
+        ] {
+            let kind = up(t).unwrap();
+            assert!(UPSTREAM_ERROR_KINDS.contains(&kind), "{kind} is primed");
+        }
     }
 }

@@ -166,11 +166,27 @@ impl Gateway {
         Gateway::launch(yaml_template, &[], &[], true)
     }
 
+    /// Like [`Gateway::start_with`], on these ports (http, https, admin), in one attempt: for
+    /// tests whose other processes must know the ports first (pebble's validator).
+    pub fn start_at(yaml_template: &str, env: &[(&str, &str)], ports: [u16; 3]) -> Gateway {
+        Gateway::launch_on(yaml_template, env, &[], false, Some(ports))
+    }
+
     fn launch(
         yaml_template: &str,
         env: &[(&str, &str)],
         args: &[&str],
         closed_stdout: bool,
+    ) -> Gateway {
+        Gateway::launch_on(yaml_template, env, args, closed_stdout, None)
+    }
+
+    fn launch_on(
+        yaml_template: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        closed_stdout: bool,
+        fixed: Option<[u16; 3]>,
     ) -> Gateway {
         let dir = tempfile::Builder::new()
             .prefix("anygate-test-")
@@ -179,8 +195,12 @@ impl Gateway {
         let bin = anygate_bin();
         let config = dir.path().join("anygate.yaml");
         let mut last_err = String::new();
-        for attempt in 1..=START_ATTEMPTS {
-            let ports = free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 3);
+        let attempts = if fixed.is_some() { 1 } else { START_ATTEMPTS };
+        for attempt in 1..=attempts {
+            let ports = match fixed {
+                Some(p) => p.to_vec(),
+                None => free_ports(IpAddr::V4(Ipv4Addr::LOCALHOST), 3),
+            };
             let (http, https, admin) = (loopback(ports[0]), loopback(ports[1]), loopback(ports[2]));
             let text = render_template(yaml_template, http, https, admin, dir.path());
             fs::write(&config, text).unwrap_or_else(|e| panic!("write {}: {e}", config.display()));

@@ -108,9 +108,10 @@ fn graceful_upgrade_keeps_an_open_stream_working_until_it_ends() {
     }
     old.signal("QUIT");
     new.wait_stderr("stream s: listening on");
-    // The old process stops accepting (after handing over) and drains.
+    // The old process stops accepting (after handing over) and drains. Its accept loop ends
+    // a moment after the broadcast: wait for it, or a new connection may still be its own.
     assert!(
-        old.wait_output("Graceful shutdown started", DEADLINE),
+        old.wait_output(&format!("Shutting down {listen}"), DEADLINE),
         "{}",
         old.stderr()
     );

@@ -19,6 +19,8 @@ const TOP_KEYS: &[&str] = &[
     "timeouts",
     "plugins",
     "tls",
+    "acme",
+    "admin",
     "streams",
 ];
 
@@ -268,6 +270,8 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         timeouts: default_item(start),
         plugins: None,
         tls: default_item(start),
+        acme: None,
+        admin: default_item(start),
         streams: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
@@ -282,6 +286,11 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
             "limits" => cfg.limits = l.item(value).unwrap_or(cfg.limits),
             "timeouts" => cfg.timeouts = l.item(value).unwrap_or(cfg.timeouts),
             "tls" => cfg.tls = l.item(value).unwrap_or(cfg.tls),
+            "acme" => {
+                cfg.acme = l.item(value);
+                cfg.incomplete.acme = cfg.acme.is_none();
+            }
+            "admin" => cfg.admin = l.item(value).unwrap_or(cfg.admin),
             "domains" => {
                 let (v, failed) = l.list::<model::Domain>(value, "domains");
                 cfg.domains = v;

@@ -94,6 +94,10 @@ pub struct FileConfig {
     pub plugins: Option<Vec<Item<PluginConfig>>>,
     /// HTTPS listener settings (default certificate, unknown SNI).
     pub tls: Item<model::TlsListener>,
+    /// Automatic HTTPS (SPEC §11); `None` when the file has no `acme:`.
+    pub acme: Option<Item<model::Acme>>,
+    /// The admin API and console settings.
+    pub admin: Item<model::Admin>,
     /// TCP passthrough listeners (SPEC §14).
     pub streams: Vec<Item<crate::streams::StreamConfig>>,
     /// Whether a section had items that failed to parse (cross-references to it are then
@@ -111,6 +115,8 @@ pub struct Incomplete {
     pub domains: bool,
     pub instances: bool,
     pub plugins: bool,
+    /// `acme:` is written but could not be read.
+    pub acme: bool,
 }
 
 impl FileConfig {

@@ -10,9 +10,10 @@ use pingora_core::tls::ext;
 use pingora_core::tls::ssl::NameType;
 use std::sync::Arc;
 
-use super::CertKey;
+use super::{alpn, CertKey};
 
-/// Picks the certificate by SNI from the snapshot that is current when the handshake starts.
+/// Picks the certificate by SNI from the snapshot that is current when the handshake starts,
+/// and for ACME domains from the table of issued certificates.
 pub struct SniCertificates {
     store: Arc<Store>,
 }
@@ -24,7 +25,8 @@ impl SniCertificates {
 
     /// The certificate a handshake with this SNI gets now (`None`: refused).
     pub fn select(&self, sni: Option<&str>) -> Option<Arc<CertKey>> {
-        self.store.load().tls.certs.select(sni).cloned()
+        let issued = self.store.acme.issued.load();
+        self.store.load().tls.certs.select(sni, &issued).cloned()
     }
 }
 
@@ -41,7 +43,20 @@ fn use_cert(ssl: &mut TlsRef, c: &CertKey) -> Result<(), pingora_core::tls::erro
 impl TlsAccept for SniCertificates {
     async fn certificate_callback(&self, ssl: &mut TlsRef) {
         let sni = ssl.servername(NameType::HOST_NAME).map(str::to_string);
-        match self.select(sni.as_deref()) {
+        // An ACME CA validating a TLS-ALPN-01 challenge gets the challenge certificate, and
+        // nothing else: without a pending challenge for the name its handshake fails.
+        let chosen = if alpn::is_acme_validation(ssl) {
+            let c = sni
+                .as_deref()
+                .and_then(|name| self.store.acme.challenges.tls_alpn(name));
+            if c.is_none() {
+                debug!("TLS: acme-tls/1 handshake for {sni:?} without a pending challenge");
+            }
+            c
+        } else {
+            self.select(sni.as_deref())
+        };
+        match chosen {
             Some(c) => {
                 if let Err(e) = use_cert(ssl, &c) {
                     warn!("TLS: cannot use the certificate {}: {e}", c.source);
@@ -54,9 +69,10 @@ impl TlsAccept for SniCertificates {
 }
 
 /// Settings of the HTTPS listener: Mozilla intermediate, HTTP/2 preferred by ALPN, HTTP/1.1
-/// allowed.
+/// allowed, `acme-tls/1` for ACME validations.
 pub fn listener_settings(store: Arc<Store>) -> pingora_error::Result<TlsSettings> {
     let mut s = TlsSettings::with_callbacks(Box::new(SniCertificates::new(store)))?;
-    s.enable_h2();
+    // Instead of `s.enable_h2()`, whose ALPN callback would refuse `acme-tls/1`.
+    alpn::install(&mut s);
     Ok(s)
 }

@@ -7,16 +7,21 @@
 //! snapshot is current (rustls would do it with a `ResolvesServerCert`; see the README).
 
 mod accept;
+mod alpn;
 mod certs;
+mod facts;
 mod redirect;
 
 pub use accept::{listener_settings, SniCertificates};
-pub use certs::{load_pair, CertKey, CertTable, PairError};
+pub use certs::{
+    first_reason, load_pair, parse_pair, CertKey, CertSource, CertTable, Issued, PairError,
+};
+pub use facts::{served, CertFacts, CertificateMetrics};
 pub use redirect::HttpsRedirect;
 
+use crate::config::model::DomainTls;
 use crate::config::{ConfigError, FileConfig, Item, Mark};
-use crate::snapshot::relative_to;
-use std::net::SocketAddr;
+use crate::snapshot::{relative_to, Listeners};
 use std::sync::Arc;
 
 /// The TLS part of a snapshot.
@@ -25,6 +30,8 @@ pub struct Tls {
     pub certs: CertTable,
     /// `None` when no domain has `force_https`.
     pub redirect: Option<HttpsRedirect>,
+    /// `None` when no domain has `tls: acme`.
+    pub acme: Option<Arc<crate::acme::Settings>>,
 }
 
 /// Loads one `{cert, key}` pair; problems are reported at `<prefix>cert` / `<prefix>key`.
@@ -50,9 +57,10 @@ fn load<T>(
     }
 }
 
-/// Reads every certificate of the file (paths relative to it) and the `force_https` domains.
-/// `https` is the HTTPS listener, if any.
-pub fn compile(file: &FileConfig, https: Option<SocketAddr>, errors: &mut Vec<ConfigError>) -> Tls {
+/// Reads every certificate of the file (paths relative to it), the `force_https` domains and
+/// the `acme` section.
+pub fn compile(file: &FileConfig, listeners: &Listeners, errors: &mut Vec<ConfigError>) -> Tls {
+    let https = listeners.https;
     let settings = &file.tls.value;
     let mut certs = CertTable::new(settings.unknown_sni);
     let port = settings
@@ -64,10 +72,14 @@ pub fn compile(file: &FileConfig, https: Option<SocketAddr>, errors: &mut Vec<Co
     for d in &file.domains {
         let name = d.value.name.to_ascii_lowercase();
         let name = name.strip_suffix('.').unwrap_or(&name);
-        if let Some(tls) = &d.value.tls {
-            if let Some(c) = load(file, d, "tls.", tls, errors) {
-                certs.add(name, Arc::new(c));
+        match &d.value.tls {
+            Some(DomainTls::Files(tls)) => {
+                if let Some(c) = load(file, d, "tls.", tls, errors) {
+                    certs.add(name, Arc::new(c));
+                }
             }
+            Some(DomainTls::Acme) => certs.add_acme(name),
+            None => {}
         }
         if d.value.force_https {
             if https.is_none() {
@@ -88,12 +100,14 @@ pub fn compile(file: &FileConfig, https: Option<SocketAddr>, errors: &mut Vec<Co
         let at: Mark = file.listen.mark_of("https");
         errors.push(file.error(
             at,
-            "`listen.https` needs a certificate: give a domain `tls: { cert, key }` or set `tls.default`",
+            "`listen.https` needs a certificate: give a domain `tls: { cert, key }` or `tls: acme`, or set `tls.default`",
         ));
     }
+    let acme = crate::acme::settings::compile(file, listeners, errors).map(Arc::new);
     Tls {
         certs,
         redirect: (!redirect.is_empty()).then_some(redirect),
+        acme,
     }
 }
 

@@ -175,3 +175,60 @@ routes: [{ domain: "*", path: /, instance: a }]
         "{err}"
     );
 }
+
+#[test]
+fn acme_domains_are_served_from_the_issued_table_once_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new();
+    ca.leaf(dir.path(), "fallback", &["fallback.invalid"]);
+    ca.leaf(dir.path(), "issued", &["api.example.com"]);
+    ca.leaf(dir.path(), "stray", &["stray.example.com"]);
+    let text = format!(
+        "{}acme: {{ directory: \"https://127.0.0.1:9/dir\", storage: {} }}\n",
+        CONFIG
+            .replace("    tls: { cert: api.pem, key: api.key }", "    tls: acme")
+            .replace(
+                "  - name: \"*.apps.example.com\"\n    tls: { cert: apps.pem, key: apps.key }\n",
+                ""
+            ),
+        dir.path().join("acme").display()
+    );
+    let store = Arc::new(Store::new(snapshot(dir.path(), &text, 1).unwrap()));
+    let certs = SniCertificates::new(store.clone());
+    let fallback = Some("fallback.invalid".to_string());
+    // Not issued yet: an unknown name.
+    assert_eq!(served(&certs, Some("api.example.com")), fallback);
+    let pair = |stem: &str| {
+        load_pair(
+            &dir.path().join(format!("{stem}.pem")),
+            &dir.path().join(format!("{stem}.key")),
+        )
+        .unwrap()
+    };
+    store
+        .acme
+        .install("api.example.com", Arc::new(pair("issued")));
+    // A certificate for a name that is not an ACME domain of the config is never served.
+    store
+        .acme
+        .install("stray.example.com", Arc::new(pair("stray")));
+    assert_eq!(
+        served(&certs, Some("API.example.com.")).as_deref(),
+        Some("api.example.com")
+    );
+    assert_eq!(served(&certs, Some("stray.example.com")), fallback);
+    // The facts the metrics and the admin API read: files and ACME alike.
+    let facts = crate::tls::served(&store);
+    let domains: Vec<(&str, CertSource)> = facts
+        .iter()
+        .map(|f| (f.domain.as_str(), f.origin))
+        .collect();
+    assert_eq!(
+        domains,
+        [
+            ("api.example.com", CertSource::Acme),
+            ("default", CertSource::File)
+        ]
+    );
+    assert!(facts.iter().all(|f| f.not_after > f.not_before));
+}

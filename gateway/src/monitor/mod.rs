@@ -1,0 +1,257 @@
+//! What the admin API knows about requests: the recent-request buffer, per-second traffic and
+//! instance health. One [`Monitor`] per process (it outlives every config generation); every
+//! request passes through [`Monitor::record`] once, in the logging phase, after the plugins.
+//! Without an admin listener nobody could read any of it, and recording is off.
+
+pub mod histogram;
+pub mod recent;
+pub mod traffic;
+
+use crate::health::{Health, Target};
+use crate::snapshot::Snapshot;
+use anygate_plugins::access_log::rfc3339_millis;
+use anygate_plugins::metrics::sent_status;
+use anygate_plugins::telemetry::upstream_error_kind;
+use anygate_plugins::Ctx;
+use async_trait::async_trait;
+use http::header::HOST;
+use pingora_core::server::ShutdownWatch;
+use pingora_core::services::background::BackgroundService;
+use pingora_proxy::Session;
+use recent::{Fields, Recent};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use traffic::{Observation, Traffic, Upstream};
+
+/// Seconds of traffic kept for a console that connects (its chart's width).
+pub const TRAFFIC_HISTORY: usize = 300;
+
+pub struct Monitor {
+    enabled: bool,
+    pub recent: Recent,
+    pub traffic: Traffic,
+    pub health: Health,
+    /// The last [`TRAFFIC_HISTORY`] seconds as JSON, numbered from 1.
+    seconds: Mutex<VecDeque<(u64, Arc<str>)>>,
+    /// The number of the newest second.
+    tick: tokio::sync::watch::Sender<u64>,
+    pub started: SystemTime,
+    clock: Clock,
+}
+
+/// Wall-clock times of `Instant`s without reading the wall clock per request: the offset
+/// between the two clocks, taken at start and again every second by the ticker.
+struct Clock {
+    base: Instant,
+    /// Unix microseconds at `base`.
+    unix_at_base: AtomicU64,
+}
+
+impl Clock {
+    fn new() -> Clock {
+        let c = Clock {
+            base: Instant::now(),
+            unix_at_base: AtomicU64::new(0),
+        };
+        c.sync();
+        c
+    }
+
+    /// Follows the wall clock (NTP steps, leap smearing) at most a second late.
+    fn sync(&self) {
+        let now = Instant::now();
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .saturating_sub(now.duration_since(self.base));
+        self.unix_at_base
+            .store(unix.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn unix_micros(&self, t: Instant) -> u64 {
+        let since = t.saturating_duration_since(self.base).as_micros() as u64;
+        self.unix_at_base.load(Ordering::Relaxed) + since
+    }
+}
+
+impl Monitor {
+    /// `enabled`: whether requests are recorded (there is an admin listener to read them).
+    pub fn new(recent_requests: usize, enabled: bool) -> Monitor {
+        Monitor {
+            enabled,
+            recent: Recent::new(if enabled { recent_requests } else { 0 }),
+            traffic: Traffic::default(),
+            health: Health::default(),
+            seconds: Mutex::new(VecDeque::with_capacity(TRAFFIC_HISTORY)),
+            tick: tokio::sync::watch::channel(0).0,
+            started: SystemTime::now(),
+            clock: Clock::new(),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
+    /// Records one finished request. Runs on every request: no clock read beyond the one for
+    /// its duration, no allocation for typical values, two short uncontended locks.
+    // Kept out of line so that profiles show its cost on its own (docs/console.md).
+    #[inline(never)]
+    pub fn record(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
+        if !self.enabled {
+            return;
+        }
+        let elapsed = ctx.start.elapsed();
+        let status = sent_status(session, ctx);
+        let failure = match (&ctx.instance, error) {
+            (Some(_), Some(e)) => upstream_error_kind(e),
+            _ => None,
+        };
+        let duration_us = elapsed.as_micros() as u64;
+        let upstream = match (failure, ctx.upstream_status) {
+            (Some(kind), _) => Upstream::Failed(kind),
+            (None, Some(_)) => Upstream::Answered,
+            (None, None) => Upstream::None,
+        };
+        self.traffic.observe(&Observation {
+            route: ctx.route.as_ref(),
+            instance: ctx.instance.as_ref(),
+            status,
+            duration_us,
+            upstream,
+        });
+        if self.recent.capacity() == 0 {
+            return;
+        }
+        let req = session.req_header();
+        let raw = req.raw_path();
+        let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
+        let host = match req.uri.authority() {
+            Some(a) => Some(a.as_str().as_bytes()),
+            None => req.headers.get(HOST).map(|h| h.as_bytes()),
+        };
+        self.recent.record(&Fields {
+            request_id: ctx.request_id_bytes().unwrap_or_default(),
+            start_us: self.clock.unix_micros(ctx.start),
+            entry: ctx.entry,
+            method: req.method.as_str().as_bytes(),
+            host,
+            path,
+            route: ctx.route.as_ref().map(|r| r.label.as_str()),
+            instance: ctx.instance.as_ref().map(|i| i.id.as_str()),
+            client_ip: ctx.client_ip,
+            status,
+            upstream_status: ctx.upstream_status,
+            upstream_timecost_ms: ctx.upstream_timecost.map(|d| d.as_millis() as u64),
+            error: ctx.error,
+            upstream_error: failure,
+            duration_us,
+            generation: ctx.generation,
+        });
+    }
+
+    /// Follows a config about to be published: health states and the zero series of its
+    /// instances.
+    pub fn sync(&self, snap: &Snapshot) {
+        self.health.sync(snap.routes.instances().map(|i| Target {
+            id: &i.id,
+            addr: i.addr,
+            check: snap.health_checks.get(&i.id),
+        }));
+        if snap.chain.names().contains(&"metrics") {
+            let t = &snap.telemetry;
+            for i in snap.routes.instances() {
+                t.prime_instance(&i.id);
+            }
+            for r in snap.routes.routes() {
+                t.prime_route(&r.label, &r.instance.id);
+            }
+        }
+    }
+
+    /// Closes the second that just ended: traffic event, passive health.
+    pub fn close_second(&self, snap: &Snapshot) {
+        self.clock.sync();
+        let routes: Vec<String> = snap
+            .routes
+            .routes()
+            .iter()
+            .map(|r| r.label.clone())
+            .collect();
+        let mut instances: Vec<String> = snap.routes.instances().map(|i| i.id.clone()).collect();
+        instances.sort();
+        let (second, proxied) =
+            self.traffic
+                .tick(rfc3339_millis(SystemTime::now()), &routes, &instances);
+        self.health.proxied(&proxied);
+        let json: Arc<str> = serde_json::to_string(&second).unwrap_or_default().into();
+        let n = *self.tick.borrow() + 1;
+        {
+            let mut s = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+            if s.len() == TRAFFIC_HISTORY {
+                s.pop_front();
+            }
+            s.push_back((n, json));
+        }
+        self.tick.send_replace(n);
+    }
+
+    /// The seconds after number `after`, oldest first.
+    pub fn seconds_after(&self, after: u64) -> Vec<(u64, Arc<str>)> {
+        let s = self.seconds.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().filter(|(n, _)| *n > after).cloned().collect()
+    }
+
+    /// Wakes when a new second is closed.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.tick.subscribe()
+    }
+}
+
+/// Closes a second every second.
+pub struct TickService {
+    store: Arc<crate::snapshot::Store>,
+}
+
+impl TickService {
+    pub fn new(store: Arc<crate::snapshot::Store>) -> TickService {
+        TickService { store }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for TickService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut every = tokio::time::interval(Duration::from_secs(1));
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = every.tick() => self.store.monitor.close_second(&self.store.load()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_maps_instants_by_their_distance() {
+        let c = Clock::new();
+        let at = c.unix_micros(c.base);
+        assert_eq!(
+            c.unix_micros(c.base + Duration::from_millis(1500)),
+            at + 1_500_000
+        );
+        assert_eq!(
+            c.unix_micros(c.base.checked_sub(Duration::from_secs(1)).unwrap_or(c.base)),
+            at,
+            "before the base: the base"
+        );
+    }
+}
