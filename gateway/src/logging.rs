@@ -10,9 +10,10 @@ use log::{Level, Log, Metadata, Record};
 
 struct Limited(env_logger::Logger);
 
-/// Whether a line is one of Pingora's per-connection or per-request ones.
+/// Whether a line is one of Pingora's per-connection or per-request ones. The limiter's own
+/// summaries carry no source line: they always go through.
 fn limited(r: &Record) -> bool {
-    r.level() <= Level::Warn && r.target().starts_with("pingora")
+    r.level() <= Level::Warn && r.target().starts_with("pingora") && r.line().is_some()
 }
 
 impl Log for Limited {
@@ -63,5 +64,28 @@ pub fn init() {
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Limited(inner))).is_ok() {
         log::set_max_level(max);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_pingoras_own_warnings_and_errors_are_limited() {
+        let at = |level, target: &'static str, line| {
+            let r = Record::builder()
+                .level(level)
+                .target(target)
+                .line(line)
+                .build();
+            limited(&r)
+        };
+        assert!(at(Level::Error, "pingora_proxy", Some(363)));
+        assert!(at(Level::Warn, "pingora_core::listeners", Some(1)));
+        assert!(!at(Level::Info, "pingora_core::server", Some(1)));
+        assert!(!at(Level::Error, "anygate::reload", Some(1)));
+        // A summary of a Pingora kind, written by the flush.
+        assert!(!at(Level::Error, "pingora_proxy", None));
     }
 }
