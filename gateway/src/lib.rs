@@ -14,6 +14,7 @@ pub mod reload;
 pub mod reply;
 pub mod server;
 pub mod snapshot;
+pub mod source;
 pub mod store;
 pub mod streams;
 pub mod target;

@@ -1,8 +1,7 @@
 //! anygate: a CloudBase-style access gateway on Pingora.
 
-use anygate::reload::Reloader;
 use anygate::snapshot::Store;
-use anygate::{demo, server, token};
+use anygate::{demo, server, source, token};
 use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
@@ -85,6 +84,9 @@ enum Command {
         #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9091")]
         admin: String,
     },
+    /// Cluster mode: the config document in etcd (SPEC §13), through the bootstrap file
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// A stand-in for WeChat's jscode2session on loopback, to try the login flow locally
     ///
     /// The code `test:OPENID` (or `test:OPENID:UNIONID`) logs in as that user; any other code
@@ -98,6 +100,59 @@ enum Command {
 }
 
 const DEFAULT_CONFIG: &str = "/etc/anygate/anygate.yaml";
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Validate FILE like `check`, then write it to the etcd key, refused if the key changed
+    /// since this push read it (compare-and-swap on its revision)
+    Push {
+        /// The bootstrap file (with `config_source.etcd`)
+        #[arg(short = 'c', long = "conf", value_name = "BOOT", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// The config document to push
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// The revision FILE was based on (from `config get` or `config history`): refused
+        /// if the key is no longer at it
+        #[arg(long, value_name = "REV", conflicts_with = "force")]
+        expect_revision: Option<i64>,
+        /// Write even if someone pushed in between (no compare-and-swap)
+        #[arg(long)]
+        force: bool,
+        /// Validate only; write nothing
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// List the key's revisions: revision, time, size, hash, who and what
+    History {
+        /// The bootstrap file (with `config_source.etcd`)
+        #[arg(short = 'c', long = "conf", value_name = "BOOT", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// At most this many revisions, newest first
+        #[arg(long, value_name = "N", default_value_t = 20)]
+        limit: usize,
+    },
+    /// Push the document of an earlier revision again (validated first)
+    Rollback {
+        /// The bootstrap file (with `config_source.etcd`)
+        #[arg(short = 'c', long = "conf", value_name = "BOOT", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        /// The revision whose document to restore (see `config history`)
+        #[arg(value_name = "REV")]
+        revision: i64,
+        /// Write even if someone pushed in between (no compare-and-swap)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the document (the current one, or of --revision) on stdout
+    Get {
+        /// The bootstrap file (with `config_source.etcd`)
+        #[arg(short = 'c', long = "conf", value_name = "BOOT", env = "ANYGATE_CONFIG", default_value = DEFAULT_CONFIG)]
+        conf: PathBuf,
+        #[arg(long, value_name = "REV")]
+        revision: Option<i64>,
+    },
+}
 
 #[derive(Args, Clone)]
 struct RunArgs {
@@ -126,10 +181,11 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let (snap, text) = match server::load_initial(&args.conf, &telemetry) {
+    // The file itself, or (cluster mode) the etcd document it points at.
+    let (snap, pending) = match source::open(&args.conf, &telemetry, !args.no_watch) {
         Ok(s) => s,
-        Err(errors) => {
-            eprintln!("{errors}");
+        Err(msg) => {
+            eprintln!("{msg}");
             return ExitCode::from(1);
         }
     };
@@ -139,16 +195,15 @@ fn run(args: RunArgs) -> ExitCode {
         test: args.test,
     };
     let store = Arc::new(Store::new(snap));
-    let reloader = Arc::new(Reloader::new(
-        args.conf.clone(),
-        store.clone(),
-        &text,
-        !args.no_watch,
-    ));
-    server::build(store, flags, None, Some(reloader)).run_forever()
+    let keeper = pending.attach(store.clone());
+    server::build(store, flags, None, Some(keeper)).run_forever()
 }
 
 fn check(conf: PathBuf, strict: bool) -> ExitCode {
+    // A cluster bootstrap file: its own checks (the document lives in etcd).
+    if let Some(code) = source::cli::check_bootstrap(&conf, strict) {
+        return code;
+    }
     let telemetry = match server::new_telemetry() {
         Ok(t) => t,
         Err(e) => {
@@ -228,6 +283,22 @@ fn main() -> ExitCode {
         None => run(cli.run),
         Some(Command::Run(args)) => run(args),
         Some(Command::Check { conf, strict }) => check(conf, strict),
+        Some(Command::Config(c)) => match c {
+            ConfigCommand::Push {
+                conf,
+                file,
+                expect_revision,
+                force,
+                dry_run,
+            } => source::cli::push(&conf, &file, force, expect_revision, dry_run),
+            ConfigCommand::History { conf, limit } => source::cli::history(&conf, limit),
+            ConfigCommand::Rollback {
+                conf,
+                revision,
+                force,
+            } => source::cli::rollback(&conf, revision, force),
+            ConfigCommand::Get { conf, revision } => source::cli::get(&conf, revision),
+        },
         Some(Command::Echo { listen, threads }) => server::run_echo(&listen, threads),
         Some(Command::Token {
             conf,

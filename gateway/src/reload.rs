@@ -212,6 +212,34 @@ impl Reloader {
     }
 }
 
+/// What loads the config again on demand (`POST /api/v1/reload`): the file's [`Reloader`],
+/// or in cluster mode the etcd watcher ([`crate::source`]).
+#[async_trait]
+pub trait Reload: Send + Sync {
+    /// Loads the config now, whatever changed. Returns what happened and the generation that
+    /// was serving before.
+    async fn reload(self: Arc<Self>, trigger: Trigger) -> (Outcome, u64);
+}
+
+#[async_trait]
+impl Reload for Reloader {
+    async fn reload(self: Arc<Self>, trigger: Trigger) -> (Outcome, u64) {
+        let serving = self.store.generation();
+        // Compiling reads files and may resolve names: keep it off the async threads.
+        match tokio::task::spawn_blocking(move || self.check(trigger)).await {
+            Ok(outcome) => (outcome, serving),
+            Err(e) => (
+                Outcome::Failed(ConfigErrors(vec![config::ConfigError {
+                    file: String::new(),
+                    mark: config::Mark { line: 1, col: 1 },
+                    message: format!("the reload task failed: {e}"),
+                }])),
+                serving,
+            ),
+        }
+    }
+}
+
 impl Reloader {
     fn remember(&self, trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) {
         self.store.remember(ReloadRecord {
@@ -231,7 +259,7 @@ impl Reloader {
 
 /// Listener addresses and Pingora settings are bound at start: a change is logged and ignored
 /// until a restart (graceful upgrade).
-fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
+pub(crate) fn keep_fixed_settings(current: &Snapshot, next: &mut Snapshot) {
     if next.listeners != current.listeners {
         warn!(
             "listener addresses changed ({:?} -> {:?}): this needs a restart (graceful upgrade, `anygate run -u`); still listening on the old ones",

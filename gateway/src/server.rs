@@ -7,7 +7,7 @@ use crate::echo::Echo;
 use crate::health::probe::ProbeService;
 use crate::monitor::TickService;
 use crate::proxy::Gateway;
-use crate::reload::{ReloadService, Reloader};
+use crate::reload::Reload;
 use crate::snapshot::{self, ServerSettings, Snapshot, Store};
 use crate::wechat_stub::WechatStub;
 use anygate_plugins::telemetry::Telemetry;
@@ -112,12 +112,12 @@ fn server_conf(s: &ServerSettings, flags: Flags) -> ServerConf {
 }
 
 /// A Pingora server hosting the gateway on `store`'s snapshot; `echo` lets the demo add its
-/// echo upstream, `reloader` watches the config file.
+/// echo upstream, `keeper` keeps the config current (the file's watcher, or etcd's).
 pub fn build(
     store: Arc<Store>,
     flags: Flags,
     echo: Option<&str>,
-    reloader: Option<Arc<Reloader>>,
+    keeper: Option<crate::source::Keeper>,
 ) -> Server {
     let first = store.load();
     let opt = Opt {
@@ -169,14 +169,19 @@ pub fn build(
         }
     }
     server.add_service(proxy);
-    add_acme(&mut server, &telemetry, &store);
+    add_acme(
+        &mut server,
+        &telemetry,
+        &store,
+        keeper.as_ref().and_then(|k| k.cluster()),
+    );
     crate::streams::add_services(&mut server, &store);
     add_admin(
         &mut server,
         listeners.admin,
         telemetry,
         store.clone(),
-        reloader.clone(),
+        keeper.as_ref().map(|k| k.handle()),
     );
     server.add_service(background_service(
         "health checks",
@@ -184,8 +189,8 @@ pub fn build(
     ));
 
     server.add_service(background_service("drain", crate::drain::DrainWatch));
-    if let Some(r) = reloader {
-        server.add_service(background_service("config reload", ReloadService::new(r)));
+    if let Some(k) = keeper {
+        k.add_to(&mut server);
     }
 
     if let Some(addr) = echo {
@@ -199,7 +204,12 @@ pub fn build(
 
 /// The ACME service (it idles while no domain has `tls: acme`, and wakes on the reload that
 /// adds one) and the certificate metrics.
-fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
+fn add_acme(
+    server: &mut Server,
+    telemetry: &Telemetry,
+    store: &Arc<Store>,
+    cluster: Option<Arc<crate::source::Bootstrap>>,
+) {
     let registry = &telemetry.registry;
     match crate::tls::CertificateMetrics::new(store.clone()) {
         Ok(m) => {
@@ -211,6 +221,7 @@ fn add_acme(server: &mut Server, telemetry: &Telemetry, store: &Arc<Store>) {
     }
     match crate::acme::AcmeService::new(store.clone(), registry) {
         Ok(acme) => {
+            let acme = acme.in_cluster(cluster);
             acme.preload();
             server.add_service(background_service("acme", acme));
         }
@@ -225,7 +236,7 @@ fn add_admin(
     addr: Option<std::net::SocketAddr>,
     telemetry: Arc<Telemetry>,
     store: Arc<Store>,
-    reloader: Option<Arc<Reloader>>,
+    reloader: Option<Arc<dyn Reload>>,
 ) {
     let Some(addr) = addr else {
         info!("no admin listener (`listen.admin` is not set): no /metrics, /healthz, /readyz, no console");

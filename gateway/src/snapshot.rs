@@ -22,7 +22,7 @@ mod address;
 mod check;
 use address::instance_address;
 pub use address::parse_instance_address;
-pub use check::{compile_offline, compile_with, Compiled, Purpose};
+pub use check::{check_fixed, compile_offline, compile_with, Compiled, Purpose};
 
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "service.tcloudbase.com";
 
@@ -179,6 +179,49 @@ fn secret(e: &mut Errors, env: EnvLookup, var: &str, mark: Mark) -> Option<Heade
     }
 }
 
+/// The settings bound at start (listener addresses, Pingora's): in cluster mode they come
+/// from the bootstrap file, which is checked on its own.
+pub(crate) fn fixed_settings(e: &mut Errors, file: &FileConfig) -> (Listeners, ServerSettings) {
+    let l = &file.listen;
+    let listeners = Listeners {
+        http: listen_addr(e, l, "http", &l.value.http),
+        https: listen_addr(e, l, "https", &l.value.https),
+        admin: listen_addr(e, l, "admin", &l.value.admin),
+    };
+    if l.value.http.is_none() && l.value.https.is_none() {
+        e.at(l.at, "`listen` needs an `http` (or `https`) address");
+    }
+
+    let s = &file.server.value;
+    let threads = s
+        .threads
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads == 0 || threads > 1024 {
+        e.at(
+            file.server.mark_of("threads"),
+            "`server.threads` must be between 1 and 1024",
+        );
+    }
+    let server = ServerSettings {
+        threads,
+        work_stealing: s.work_stealing.unwrap_or(true),
+        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(1024),
+        grace_period: s.grace_period.map_or(Duration::from_secs(10), |d| d.0),
+        graceful_shutdown_timeout: s
+            .graceful_shutdown_timeout
+            .map_or(Duration::from_secs(5), |d| d.0),
+        upgrade_sock: s
+            .upgrade_sock
+            .clone()
+            .unwrap_or_else(|| "/tmp/anygate_upgrade.sock".into()),
+        pid_file: s
+            .pid_file
+            .clone()
+            .unwrap_or_else(|| "/tmp/anygate.pid".into()),
+    };
+    (listeners, server)
+}
+
 /// Checks everything the schema cannot (references, duplicates, addresses, secrets) and
 /// builds the snapshot. Every error is reported, sorted by position. Plugins whose settings
 /// (and `env`) are the same as in `previous` are taken over from it, with their state.
@@ -225,43 +268,7 @@ pub(crate) fn build(
         }
     };
 
-    let l = &file.listen;
-    let listeners = Listeners {
-        http: listen_addr(e, l, "http", &l.value.http),
-        https: listen_addr(e, l, "https", &l.value.https),
-        admin: listen_addr(e, l, "admin", &l.value.admin),
-    };
-    if l.value.http.is_none() && l.value.https.is_none() {
-        e.at(l.at, "`listen` needs an `http` (or `https`) address");
-    }
-
-    let s = &file.server.value;
-    let threads = s
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads == 0 || threads > 1024 {
-        e.at(
-            file.server.mark_of("threads"),
-            "`server.threads` must be between 1 and 1024",
-        );
-    }
-    let server = ServerSettings {
-        threads,
-        work_stealing: s.work_stealing.unwrap_or(true),
-        upstream_keepalive_pool_size: s.upstream_keepalive_pool_size.unwrap_or(1024),
-        grace_period: s.grace_period.map_or(Duration::from_secs(10), |d| d.0),
-        graceful_shutdown_timeout: s
-            .graceful_shutdown_timeout
-            .map_or(Duration::from_secs(5), |d| d.0),
-        upgrade_sock: s
-            .upgrade_sock
-            .clone()
-            .unwrap_or_else(|| "/tmp/anygate_upgrade.sock".into()),
-        pid_file: s
-            .pid_file
-            .clone()
-            .unwrap_or_else(|| "/tmp/anygate.pid".into()),
-    };
+    let (listeners, server) = fixed_settings(e, file);
 
     let suffix = match &file.default_domain_suffix {
         Some(item) => {

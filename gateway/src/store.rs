@@ -30,6 +30,8 @@ pub enum Trigger {
     Signal,
     /// `POST /api/v1/reload`.
     Api,
+    /// Cluster mode: the etcd key changed (or a resync found it changed).
+    Etcd,
 }
 
 /// One load, as the admin API shows it.

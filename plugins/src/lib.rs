@@ -36,6 +36,11 @@ use std::path::Path;
 use std::sync::Arc;
 use telemetry::Telemetry;
 
+/// What `anygate check` hands a plugin for an environment variable that is not set on the
+/// checking machine (it is reported as a warning there): a plugin that parses a variable's
+/// value (a URL) skips that check for this one.
+pub const STAND_IN_SECRET: &str = "anygate-check-stand-in-for-an-unset-variable";
+
 /// Body limits (SPEC §3 `limits`), in bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {

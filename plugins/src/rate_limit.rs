@@ -7,6 +7,9 @@
 //! used: it counts in a count-min sketch, which over-counts every key that shares a cell with
 //! a busy one, so with many clients innocent callers would be refused.
 //!
+//! With `store: { redis: ... }` the counts live in Redis instead, shared by every replica
+//! ([`store`], SPEC §13); the in-memory limiter is the default.
+//!
 //! Memory: at most `max_clients` callers are tracked. Once a second the callers whose bucket
 //! is full again (idle for `(burst + 1) / per_second`) are dropped; while the table is full, new
 //! callers are judged as fresh without being remembered (tracked callers stay limited).
@@ -32,6 +35,8 @@ use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod store;
+
 const DEFAULT_MAX_CLIENTS: usize = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Deserialize)]
@@ -46,6 +51,8 @@ pub struct Config {
     pub per_route: bool,
     /// Most callers tracked at once (default 100000).
     pub max_clients: Option<usize>,
+    /// Keep the counts in a shared store (Redis), so the limit holds across replicas.
+    pub store: Option<store::StoreConfig>,
 }
 
 impl Config {
@@ -72,8 +79,19 @@ impl Config {
                 "put `rate_limit` after `identity` in the chain, so that it counts per openid",
             ));
         }
+        let shared = match &self.store {
+            Some(_) if self.max_clients.is_some() => {
+                return Err(PluginError::new(
+                    "max_clients",
+                    "`max_clients` bounds the in-memory table; with `store` callers are kept in Redis (each key expires once idle)",
+                ));
+            }
+            Some(s) => Some(s.build(cx, per_second.get(), burst.get())?),
+            None => None,
+        };
         let quota = Quota::per_second(per_second).allow_burst(burst);
         Ok(RateLimit {
+            shared,
             limiter: Limiter::new(quota, max_clients, DefaultClock::default()),
             per_route: self.per_route,
             started: Instant::now(),
@@ -191,6 +209,8 @@ pub fn retry_after(wait: Duration) -> u64 {
 }
 
 pub struct RateLimit {
+    /// The Redis store, when configured; else `limiter` decides.
+    shared: Option<store::Shared>,
     limiter: Limiter<DefaultClock>,
     per_route: bool,
     started: Instant,
@@ -243,11 +263,20 @@ impl Plugin for RateLimit {
     }
 
     async fn request(&self, _session: &mut Session, ctx: &mut Ctx) -> Flow {
-        self.maybe_sweep();
         let Some(key) = self.key(ctx) else {
             return Flow::Continue;
         };
-        match self.limiter.check(&key) {
+        let decision = match &self.shared {
+            Some(shared) => match shared.check(&key).await {
+                store::Decision::Admit => Ok(()),
+                store::Decision::Refuse(wait) => Err(wait),
+            },
+            None => {
+                self.maybe_sweep();
+                self.limiter.check(&key)
+            }
+        };
+        match decision {
             Ok(()) => Flow::Continue,
             Err(wait) => Flow::Reply(
                 Reply::error(ErrorCode::ExceedRatelimit)

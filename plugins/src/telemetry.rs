@@ -2,7 +2,9 @@
 //! [`Registry`] and handed to plugins through `BuildCtx`, so rebuilding a config never
 //! registers a metric twice.
 
-use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 use std::time::Duration;
 
 /// Histogram buckets for a gateway: 0.5 ms to 60 s (the longest default upstream timeout).
@@ -44,6 +46,9 @@ pub struct Telemetry {
     pub in_flight: IntGauge,
     /// `anygate_access_log_dropped_total{reason}`
     pub access_log_dropped: IntCounterVec,
+    /// `anygate_rate_limit_store_errors_total`: decisions `rate_limit` took by its `on_error`
+    /// because its shared store (Redis) failed, timed out or was known to be down.
+    pub rate_limit_store_errors: IntCounter,
 }
 
 impl Telemetry {
@@ -96,7 +101,12 @@ impl Telemetry {
         registry.register(Box::new(upstream_duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(in_flight.clone()))?;
+        let rate_limit_store_errors = IntCounter::new(
+            "anygate_rate_limit_store_errors_total",
+            "Rate-limit decisions taken by `on_error` because the shared store (Redis) failed, timed out or was down.",
+        )?;
         registry.register(Box::new(access_log_dropped.clone()))?;
+        registry.register(Box::new(rate_limit_store_errors.clone()))?;
         // Present from the start, so `rate()` sees the first drop.
         for r in [DropReason::QueueFull, DropReason::WriteError] {
             let _ = access_log_dropped.get_metric_with_label_values(&[r.label()]);
@@ -109,6 +119,7 @@ impl Telemetry {
             upstream_errors,
             in_flight,
             access_log_dropped,
+            rate_limit_store_errors,
         })
     }
 

@@ -21,6 +21,9 @@ use tokio::task::JoinSet;
 const MAX_RUNNING: usize = 3;
 /// Every domain is looked at again at least this often (SPEC §11: at least hourly).
 const CHECK_EVERY: Duration = Duration::from_secs(3600);
+/// How soon a domain another orderer holds is looked at again (its certificate is then
+/// served from the shared store: etcd in cluster mode).
+const BUSY_RETRY: Duration = Duration::from_secs(5);
 /// Test-only: `MIN,MAX` retry backoff instead of 1m,1h (e.g. `1s,4s`). Not a config key.
 pub const BACKOFF_ENV: &str = "ANYGATE_TEST_ACME_BACKOFF";
 
@@ -84,6 +87,8 @@ pub struct AcmeService {
     store: Arc<Store>,
     orders: IntCounterVec,
     backoff: Backoff,
+    /// Cluster mode: the state lives in etcd, beside the config (SPEC §13).
+    cluster: Option<Arc<crate::source::Bootstrap>>,
 }
 
 impl AcmeService {
@@ -101,19 +106,32 @@ impl AcmeService {
             store,
             orders,
             backoff: Backoff::from_env(),
+            cluster: None,
         })
     }
 
+    /// Keeps the ACME state in etcd, under the config key of `cluster`'s bootstrap.
+    pub fn in_cluster(mut self, cluster: Option<Arc<crate::source::Bootstrap>>) -> AcmeService {
+        self.cluster = cluster;
+        self
+    }
+
     fn open(&self, settings: &Arc<Settings>) -> Result<Arc<Ca>, String> {
-        let files = FileStore::open(
-            &settings.storage,
-            &settings.directory,
-            self.store.acme.challenges.clone(),
-        )
-        .map_err(|e| e.to_string())?;
+        let challenges = self.store.acme.challenges.clone();
+        let store: Arc<dyn super::storage::CertStore> = match &self.cluster {
+            Some(boot) => Arc::new(crate::source::EtcdStore::open(
+                boot,
+                &settings.directory,
+                challenges,
+            )),
+            None => Arc::new(
+                FileStore::open(&settings.storage, &settings.directory, challenges)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
         Ok(Arc::new(Ca {
             settings: settings.clone(),
-            store: Arc::new(files),
+            store,
             account: Arc::default(),
         }))
     }
@@ -128,7 +146,11 @@ impl AcmeService {
         let Ok(ca) = self.open(&settings) else {
             return;
         };
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().build() else {
+        // With I/O: the store may be etcd.
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        else {
             return;
         };
         rt.block_on(async {
@@ -287,11 +309,12 @@ impl AcmeService {
                 d.next = now + until(due).min(CHECK_EVERY);
             }
             Outcome::Busy => {
+                let wait = self.backoff.min.min(BUSY_RETRY);
                 info!(
                     "ACME {name}: another process is ordering it; looking again in {}",
-                    human(self.backoff.min)
+                    human(wait)
                 );
-                d.next = now + self.backoff.min;
+                d.next = now + wait;
             }
             Outcome::Failed(why) => {
                 self.count(&name, "failure");

@@ -5,7 +5,7 @@
 use super::Answer;
 use crate::health::probe::human;
 use crate::health::{CheckSettings, HealthView};
-use crate::reload::{Outcome, Reloader};
+use crate::reload::{Outcome, Reload};
 use crate::snapshot::{Snapshot, Store};
 use crate::store::{ReloadRecord, Trigger};
 use anygate_plugins::access_log::rfc3339_millis;
@@ -195,28 +195,23 @@ struct Reloaded {
     duration_ms: Option<f64>,
 }
 
-/// `POST /api/v1/reload`: reads the file now, whatever its content. `200` with the new
+/// `POST /api/v1/reload`: reads the file (cluster mode: the etcd key) now, whatever its content. `200` with the new
 /// generation, or `400` (`INVALID_REQUEST`) with every error and the generation that keeps
 /// serving.
-pub async fn reload(reloader: Option<Arc<Reloader>>) -> Answer {
+pub async fn reload(reloader: Option<Arc<dyn Reload>>) -> Answer {
     let Some(r) = reloader else {
         return Answer::error(
             ErrorCode::NotFound,
             "this gateway runs an embedded config (anygate demo): there is no file to reload",
         );
     };
-    let outcome = tokio::task::spawn_blocking(move || {
-        let generation = r.store().generation();
-        (r.check(Trigger::Api), generation)
-    })
-    .await;
-    match outcome {
-        Ok((Outcome::Applied { generation, took }, _)) => Answer::json(&Reloaded {
+    match r.reload(Trigger::Api).await {
+        (Outcome::Applied { generation, took }, _) => Answer::json(&Reloaded {
             result: "success",
             generation,
             duration_ms: Some(took.as_micros() as f64 / 1000.0),
         }),
-        Ok((Outcome::Failed(errors), serving)) => {
+        (Outcome::Failed(errors), serving) => {
             let list: Vec<String> = errors.0.iter().map(|e| e.to_string()).collect();
             let mut extra = serde_json::Map::new();
             extra.insert("result".into(), "failure".into());
@@ -233,11 +228,10 @@ pub async fn reload(reloader: Option<Arc<Reloader>>) -> Answer {
             )
         }
         // A forced check never answers `Unchanged`.
-        Ok((Outcome::Unchanged, serving)) => Answer::json(&Reloaded {
+        (Outcome::Unchanged, serving) => Answer::json(&Reloaded {
             result: "unchanged",
             generation: serving,
             duration_ms: None,
         }),
-        Err(e) => Answer::error(ErrorCode::SysErr, &format!("the reload task failed: {e}")),
     }
 }

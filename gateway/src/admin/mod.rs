@@ -20,7 +20,7 @@ mod traffic;
 
 pub use answer::Answer;
 
-use crate::reload::Reloader;
+use crate::reload::Reload;
 use crate::snapshot::Store;
 use anygate_plugins::telemetry::Telemetry;
 use anygate_plugins::ErrorCode;
@@ -35,8 +35,8 @@ use std::sync::{Arc, Once};
 pub struct Admin {
     telemetry: Arc<Telemetry>,
     store: Arc<Store>,
-    /// `None` when there is no file to reload (the demo's embedded config).
-    reloader: Option<Arc<Reloader>>,
+    /// `None` when there is no config to reload (the demo's embedded config).
+    reloader: Option<Arc<dyn Reload>>,
     process: Once,
 }
 
@@ -71,7 +71,7 @@ impl Admin {
     pub fn new(
         telemetry: Arc<Telemetry>,
         store: Arc<Store>,
-        reloader: Option<Arc<Reloader>>,
+        reloader: Option<Arc<dyn Reload>>,
     ) -> Result<Admin, prometheus::Error> {
         telemetry
             .registry

@@ -22,6 +22,7 @@ const TOP_KEYS: &[&str] = &[
     "acme",
     "admin",
     "streams",
+    "config_source",
 ];
 
 /// Reads and parses a config file.
@@ -244,8 +245,14 @@ fn default_item<T: Default>(at: Mark) -> Item<T> {
 /// syntax error fails outright; schema errors are kept in `parse_errors` so that the
 /// cross-checks can still run and everything is reported at once.
 pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
+    load_named(path, &path.display().to_string(), text)
+}
+
+/// Like [`load_str`] for text that is not the file at `anchor` (the config document in
+/// etcd): `name` names it in errors, `anchor`'s directory anchors relative paths.
+pub fn load_named(anchor: &Path, name: &str, text: &str) -> Result<FileConfig, ConfigErrors> {
     let mut l = Loader {
-        name: path.display().to_string(),
+        name: name.to_string(),
         errors: Vec::new(),
     };
     let root = match yaml::parse(text) {
@@ -257,7 +264,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
     };
     let start = Mark::of(&root);
     let mut cfg = FileConfig {
-        path: path.to_path_buf(),
+        path: anchor.to_path_buf(),
         name: l.name.clone(),
         env: None,
         listen: default_item(start),
@@ -273,11 +280,15 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
         acme: None,
         admin: default_item(start),
         streams: Vec::new(),
+        config_source: None,
+        top_keys: Vec::new(),
         incomplete: Incomplete::default(),
         parse_errors: Vec::new(),
         env_vars: env_vars(&root),
     };
     for (key, value) in yaml::entries(&root) {
+        cfg.top_keys
+            .push((key.as_str().to_string(), Mark::of_scalar(key)));
         match key.as_str() {
             "env" => cfg.env = l.item(value),
             "default_domain_suffix" => cfg.default_domain_suffix = l.item(value),
@@ -303,6 +314,7 @@ pub fn load_str(path: &Path, text: &str) -> Result<FileConfig, ConfigErrors> {
             }
             "routes" => cfg.routes = l.list::<model::Route>(value, "routes").0,
             "streams" => cfg.streams = l.list(value, "streams").0,
+            "config_source" => cfg.config_source = l.item(value),
             "plugins" => {
                 let before = l.errors.len();
                 cfg.plugins = l.plugins(value);

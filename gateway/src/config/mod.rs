@@ -6,7 +6,7 @@ pub mod model;
 pub mod units;
 pub mod yaml;
 
-pub use load::{load_file, load_str};
+pub use load::{load_file, load_named, load_str};
 pub use yaml::Mark;
 
 use anygate_plugins::PluginConfig;
@@ -78,8 +78,9 @@ impl<T> Item<T> {
 /// The file, parsed and typed but not yet cross-checked.
 #[derive(Clone, Debug)]
 pub struct FileConfig {
-    /// The path as given (used in error messages and to resolve relative paths).
+    /// The path as given: relative paths in the config resolve against its directory.
     pub path: PathBuf,
+    /// What errors name: the path, or `etcd:KEY@REV` for the config document in etcd.
     pub name: String,
     pub env: Option<Item<String>>,
     pub listen: Item<model::Listen>,
@@ -100,6 +101,12 @@ pub struct FileConfig {
     pub admin: Item<model::Admin>,
     /// TCP passthrough listeners (SPEC §14).
     pub streams: Vec<Item<crate::streams::StreamConfig>>,
+    /// Where the config lives when it is not this file (SPEC §13): this file is then the
+    /// bootstrap (`listen`, `server`, `config_source`).
+    pub config_source: Option<Item<crate::source::SourceConfig>>,
+    /// The top-level keys as written, with where (a bootstrap and the etcd document each
+    /// accept only their own).
+    pub top_keys: Vec<(String, Mark)>,
     /// Whether a section had items that failed to parse (cross-references to it are then
     /// not checked, to avoid reporting the same mistake twice).
     pub incomplete: Incomplete,

@@ -27,7 +27,7 @@ pub struct Compiled {
 
 /// A variable a compile asked for and did not find gets this stand-in, long enough for a
 /// token key and valid in a header, so that whatever needs it is still built and checked.
-const STAND_IN_SECRET: &str = "anygate-check-stand-in-for-an-unset-variable";
+use anygate_plugins::STAND_IN_SECRET;
 
 /// [`compile`] for a purpose; `Check` also returns warnings.
 pub fn compile_with(
@@ -123,4 +123,24 @@ pub(super) fn compile_resolving(
         Err(ConfigErrors(list))
     };
     Compiled { snapshot, warnings }
+}
+
+/// Checks the settings bound at start (`listen`, `server`) of a file on their own: a cluster
+/// bootstrap file, whose config document lives elsewhere.
+pub fn check_fixed(
+    file: &FileConfig,
+) -> Result<(super::Listeners, super::ServerSettings), Vec<ConfigError>> {
+    let no_names = |host: &str, _: u16| Err(format!("`{host}` is not resolved here"));
+    let mut e = Errors {
+        file,
+        list: Vec::new(),
+        warnings: Vec::new(),
+        purpose: Purpose::Serve,
+        resolve: &no_names,
+    };
+    let fixed = super::fixed_settings(&mut e, file);
+    match e.list.is_empty() {
+        true => Ok(fixed),
+        false => Err(e.list),
+    }
 }

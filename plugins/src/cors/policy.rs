@@ -351,7 +351,12 @@ mod tests {
     fn an_origin_that_could_never_match_is_refused() {
         // Fuzz finding (fuzz/ target `cors`): a non-ASCII origin compiled, and no `Origin`
         // header could ever match it.
-        for bad in ["https://例子.com", "https://app.CjH\u{fffd}", "https://a b.com", "https://a\tb.com"] {
+        for bad in [
+            "https://例子.com",
+            "https://app.CjH\u{fffd}",
+            "https://a b.com",
+            "https://a\tb.com",
+        ] {
             let err = policy(&[bad]).expect_err(bad);
             assert_eq!(err.0, "allow_origins", "{bad}");
         }
