@@ -277,7 +277,7 @@ fn mint_token(conf: PathBuf, req: token::Request) -> ExitCode {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    anygate::logging::init();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run),

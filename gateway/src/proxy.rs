@@ -8,11 +8,13 @@ use anygate_plugins::headers::{
     has_underscore, is_cloudbase, is_owned, is_wx, remove_request_headers, remove_response_headers,
     X_WX_SERVICE,
 };
+use anygate_plugins::log_limit::{self, Admit};
+use anygate_plugins::metrics::final_status;
 use anygate_plugins::net::canonical;
 use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
 use bytes::Bytes;
-use log::{error, warn};
+use log::{error, warn, Level};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -75,12 +77,20 @@ fn strip_cloudbase(resp: &mut ResponseHeader) {
     remove_response_headers(resp, |n| is_cloudbase(n.as_str()));
 }
 
+/// The kind of "could not send the error response" lines.
+const UNSENT: u64 = 0x756e_7365_6e74;
+
+fn unsent_label() -> (Level, &'static str, String) {
+    (
+        Level::Warn,
+        "anygate::proxy",
+        "could not send the error response".into(),
+    )
+}
+
 /// Ends the current phase with `reply`, to be written by `fail_to_proxy`.
 fn fail_with(rc: &mut RequestCtx, reply: Reply) -> Box<Error> {
-    let status = match &reply {
-        Reply::Error { code, .. } => code.status().as_u16(),
-        Reply::Response { header, .. } => header.status.as_u16(),
-    };
+    let status = reply.status().as_u16();
     rc.pending = Some(reply);
     Error::explain(ErrorType::HTTPStatus(status), "anygate reply")
 }
@@ -123,6 +133,7 @@ impl ProxyHttp for Gateway {
         let RequestCtx {
             snap, ctx, refused, ..
         } = rc;
+        let target_reply = crate::target::screen(session.req_header_mut());
         ctx.tls = session.digest().is_some_and(|d| d.ssl_digest.is_some());
         ctx.peer_ip = session
             .client_addr()
@@ -133,8 +144,9 @@ impl ProxyHttp for Gateway {
         snap.chain.early(session.req_header(), ctx);
         strip_owned(session.req_header_mut(), ctx.trusted_front);
         // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
-        // `force_https`); then a connection over a cap is refused; then `force_https` domains
-        // are redirected: all on the plain listener, before any plugin decides.
+        // `force_https`); then a connection over a cap is refused; then `CONNECT`, `OPTIONS *`
+        // and unusable URLs are answered, and `force_https` domains redirected: all before any
+        // plugin decides.
         let acme = if ctx.tls {
             None
         } else {
@@ -149,7 +161,7 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        let early = acme.or_else(|| match (&snap.tls.redirect, ctx.tls) {
+        let early = acme.or(target_reply).or_else(|| match (&snap.tls.redirect, ctx.tls) {
             (Some(r), false) => r.reply(session.req_header()),
             _ => None,
         });
@@ -240,12 +252,15 @@ impl ProxyHttp for Gateway {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         rc: &mut RequestCtx,
     ) -> Result<()> {
         if resp.status.is_informational() {
             return Ok(());
+        }
+        if crate::drain::draining() {
+            session.set_keepalive(None);
         }
         rc.snap.chain.response(resp, &mut rc.ctx);
         rc.ctx.status = resp.status.as_u16();
@@ -263,14 +278,21 @@ impl ProxyHttp for Gateway {
             None => reply::for_error(e, &rc.ctx),
         };
         let code = match reply {
-            Some(r) if session.response_written().is_none() => {
+            // An interim `100 Continue` the upstream sent does not count: the error follows it.
+            Some(r) if final_status(session).is_none() => {
+                // Pingora closes the connection after a failed proxy attempt: say so, or the
+                // client's next request on it would fail (as Pingora's own error pages do).
+                session.set_keepalive(None);
                 match reply::write(session, &mut rc.ctx, &rc.snap.chain, r).await {
                     Ok(status) => status,
                     Err(we) => {
-                        warn!(
-                            "[{}] could not send the error response: {we}",
-                            rc.ctx.request_id_str()
-                        );
+                        // The client is gone: one line per interval, whoever hangs up.
+                        if let Admit::Write(more) = log_limit::admit(UNSENT, unsent_label) {
+                            warn!(
+                                "[{}] could not send the error response: {we}{more}",
+                                rc.ctx.request_id_str()
+                            );
+                        }
                         0
                     }
                 }
@@ -279,12 +301,26 @@ impl ProxyHttp for Gateway {
             _ => 0,
         };
         if code >= 500 {
-            error!(
-                "[{}] {} upstream={} error: {e}",
-                rc.ctx.request_id_str(),
+            // One line per error and instance per interval: an outage is not a log flood (each
+            // request is in the access log).
+            let (what, instance) = (
                 rc.ctx.error.map_or("-", |c| c.as_str()),
                 rc.ctx.instance_label(),
             );
+            let key = log_limit::key(&[what.as_bytes(), instance.as_bytes()]);
+            let label = || {
+                (
+                    Level::Error,
+                    "anygate::proxy",
+                    format!("{what} upstream={instance}"),
+                )
+            };
+            if let Admit::Write(more) = log_limit::admit(key, label) {
+                error!(
+                    "[{}] {what} upstream={instance} error: {e}{more}",
+                    rc.ctx.request_id_str(),
+                );
+            }
         }
         FailToProxy {
             error_code: code,

@@ -114,11 +114,13 @@ pub fn render(reply: Reply, ctx: &mut Ctx) -> Result<(ResponseHeader, Bytes)> {
             code,
             message,
             headers,
+            status,
         } => {
             ctx.error = Some(code);
             let message = message.as_deref().unwrap_or(code.default_message());
             let body = error_body(code, message, ctx.request_id().to_str().unwrap_or("-"));
-            let mut h = ResponseHeader::build(code.status(), Some(4 + headers.len()))?;
+            let status = status.unwrap_or(code.status());
+            let mut h = ResponseHeader::build(status, Some(4 + headers.len()))?;
             h.insert_header(CONTENT_TYPE, HeaderValue::from_static("application/json"))?;
             h.insert_header(CONTENT_LENGTH, HeaderValue::from(body.len()))?;
             h.insert_header(CACHE_CONTROL, HeaderValue::from_static("no-store"))?;
@@ -167,7 +169,11 @@ pub async fn write(
     ctx.status = status;
     // An unread request body would have to be drained before the connection can serve the
     // next request; close it instead (the response says so).
-    if !session.is_body_empty() && !session.is_body_done() {
+    // After a refused CONNECT the client may already be sending tunnel bytes: close too.
+    if (!session.is_body_empty() && !session.is_body_done())
+        || session.req_header().method == Method::CONNECT
+        || crate::drain::draining()
+    {
         session.set_keepalive(None);
     }
     let head = session.req_header().method == Method::HEAD;

@@ -158,7 +158,13 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
-    let gateway = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+    let mut gateway =
+        pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+    // Pingora's own answer to CONNECT is a bare 405; let it reach `target::screen`, which
+    // refuses it in SPEC §8's shape with `Allow` (nothing in anygate tunnels).
+    let mut options = pingora_core::apps::HttpServerOptions::default();
+    options.allow_connect_method_proxying = true;
+    gateway.server_options = Some(options);
     let mut proxy = Service::new("anygate".to_string(), Front::new(gateway, store.clone()));
     if let Some(addr) = listeners.http {
         proxy.add_listener(ListenerConfig::tcp(addr.to_string()).l4_buffer(PLAIN_L4_BUFFERS));
@@ -200,6 +206,7 @@ pub fn build(
         ProbeService::new(store.clone()),
     ));
 
+    server.add_service(background_service("drain", crate::drain::DrainWatch));
     if let Some(k) = keeper {
         k.add_to(&mut server);
     }

@@ -22,7 +22,7 @@ mod address;
 mod check;
 use address::instance_address;
 pub use address::parse_instance_address;
-pub use check::{check_fixed, compile_with, Compiled, Purpose};
+pub use check::{check_fixed, compile_offline, compile_with, Compiled, Purpose};
 
 pub const DEFAULT_DOMAIN_SUFFIX: &str = "service.tcloudbase.com";
 

@@ -12,6 +12,7 @@ pub mod plugin;
 pub mod routes;
 pub mod telemetry;
 
+pub mod log_limit;
 mod log_writer;
 pub mod units;
 

@@ -32,7 +32,16 @@ pub fn sent_status(session: &Session, ctx: &Ctx) -> u16 {
     if ctx.status != 0 {
         return ctx.status;
     }
-    session.response_written().map_or(0, |h| h.status.as_u16())
+    final_status(session).unwrap_or(0)
+}
+
+/// The final response status written to the client, if any. An interim `1xx` (a forwarded
+/// `100 Continue`) is not one: a final answer, or an error, can still follow it. `101` is
+/// final: the connection then belongs to the upgraded protocol.
+pub fn final_status(session: &Session) -> Option<u16> {
+    let h = session.response_written()?;
+    let final_ = !h.status.is_informational() || h.status == http::StatusCode::SWITCHING_PROTOCOLS;
+    final_.then(|| h.status.as_u16())
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@ use crate::ctx::Ctx;
 use crate::error::ErrorCode;
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderValue;
+use http::{HeaderValue, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::borrow::Cow;
@@ -59,6 +59,9 @@ pub enum Reply {
         message: Option<Cow<'static, str>>,
         /// Extra headers, by their wire name (e.g. `"Retry-After"`).
         headers: Vec<(&'static str, HeaderValue)>,
+        /// A status other than the code's own (405 for a refused method: HTTP says 405, and
+        /// clients know only SPEC §8's codes).
+        status: Option<StatusCode>,
     },
     /// Any other response (e.g. the login answer).
     Response {
@@ -73,6 +76,7 @@ impl Reply {
             code,
             message: None,
             headers: Vec::new(),
+            status: None,
         }
     }
 
@@ -81,7 +85,27 @@ impl Reply {
             code,
             message: Some(message.into()),
             headers: Vec::new(),
+            status: None,
         }
+    }
+
+    /// The status the client gets: the error code's own unless overridden.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Reply::Error { code, status, .. } => status.unwrap_or(code.status()),
+            Reply::Response { header, .. } => header.status,
+        }
+    }
+
+    /// Sends an error with another status than its code's (e.g. 405 with `INVALID_REQUEST`).
+    pub fn with_status(mut self, new: StatusCode) -> Reply {
+        match &mut self {
+            Reply::Error { status, .. } => *status = Some(new),
+            Reply::Response { header, .. } => {
+                let _ = header.set_status(new);
+            }
+        }
+        self
     }
 
     /// Adds a header to an error reply (e.g. `Retry-After`).

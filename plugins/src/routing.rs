@@ -10,24 +10,56 @@ use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
-use http::Version;
+use http::{HeaderValue, Method, StatusCode, Version};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
 use serde::Deserialize;
 
 #[derive(Clone, Debug, Default, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Config {}
+pub struct Config {
+    /// What `TRACE` (and IIS's `TRACK`) requests get.
+    #[serde(default)]
+    pub trace: Trace,
+}
+
+/// `trace:` of the routing plugin.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trace {
+    /// `405` with `Allow`, as nginx, Caddy and most gateways do: a `TRACE` echoes the request,
+    /// cookies and credentials included, back to whoever can make a browser send it.
+    #[default]
+    Refuse,
+    /// Forwarded to the instance like any other method.
+    Forward,
+}
 
 impl Config {
     pub fn build(&self, _cx: &BuildCtx) -> Result<Routing, PluginError> {
-        Ok(Routing)
+        Ok(Routing { trace: self.trace })
     }
 }
 
 /// Stateless: the route table and limits come with each request (`ctx.routes`, `ctx.limits`)
 /// from its snapshot, so the plugin itself survives reloads unchanged.
-pub struct Routing;
+pub struct Routing {
+    trace: Trace,
+}
+
+/// The methods a `405` advertises (anygate forwards any other method too).
+pub const ALLOW: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
+/// A `405` in SPEC §8's shape: `INVALID_REQUEST` (the only codes clients know), with `Allow`.
+pub fn method_not_allowed(message: &'static str) -> Reply {
+    Reply::error_with(ErrorCode::InvalidRequest, message)
+        .with_status(StatusCode::METHOD_NOT_ALLOWED)
+        .with_header("Allow", HeaderValue::from_static(ALLOW))
+}
+
+fn is_trace(method: &Method) -> bool {
+    *method == Method::TRACE || method.as_str() == "TRACK"
+}
 
 /// The single value of a header, `Err` when it is repeated.
 fn single<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Result<Option<&'a [u8]>, ()> {
@@ -147,6 +179,11 @@ impl Plugin for Routing {
 
     async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
         let req = session.req_header();
+        if self.trace == Trace::Refuse && is_trace(&req.method) {
+            return Flow::Reply(method_not_allowed(
+                "TRACE is refused by this gateway (the routing plugin's `trace` setting)",
+            ));
+        }
         let Some(table) = ctx.routes.clone() else {
             return Flow::Reply(Reply::error_with(ErrorCode::SysErr, "no route table"));
         };

@@ -66,6 +66,27 @@ impl Process {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal by name (`QUIT`, `TERM`, ...).
+    pub fn signal(&self, sig: &str) {
+        super::gateway::send_signal(self.pid(), sig).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(st)) => return Some(st),
+                Ok(None) if Instant::now() < deadline => thread::sleep(Duration::from_millis(20)),
+                _ => return None,
+            }
+        }
+    }
+
     /// Polls (bounded) until stderr contains `needle`.
     pub fn wait_stderr(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(30);

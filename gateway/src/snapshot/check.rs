@@ -42,6 +42,18 @@ pub fn compile_with(
     compile_resolving(file, generation, env, telemetry, previous, purpose, &system)
 }
 
+/// [`compile_with`] without the network: a host name is never resolved (it is reported like
+/// one that does not resolve). For the fuzz targets, which must not send DNS queries.
+pub fn compile_offline(
+    file: &FileConfig,
+    env: EnvLookup,
+    telemetry: &Arc<Telemetry>,
+    purpose: Purpose,
+) -> Compiled {
+    let offline = |host: &str, _port: u16| Err(format!("cannot resolve `{host}`: offline"));
+    compile_resolving(file, 1, env, telemetry, None, purpose, &offline)
+}
+
 pub(super) fn compile_resolving(
     file: &FileConfig,
     generation: u64,

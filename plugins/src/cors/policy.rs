@@ -111,6 +111,13 @@ fn joined(items: &[String]) -> Option<HeaderValue> {
 fn origin_pattern(s: &str) -> Result<OriginPattern, String> {
     let bad = || format!("`{s}` is not an origin (write scheme://host[:port], no path, or `*`)");
     let lower = s.trim().to_ascii_lowercase();
+    // Browsers send `Origin` in ASCII (an internationalised name in punycode): anything else
+    // could never match (found by fuzzing: it was accepted and silently matched nothing).
+    if !lower.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "`{s}` is not an origin: write it in ASCII without spaces (an internationalised domain name in punycode, `xn--...`)"
+        ));
+    }
     let (scheme, rest) = lower.split_once("://").ok_or_else(bad)?;
     if scheme.is_empty() || rest.is_empty() || rest.contains('/') || rest.contains('?') {
         return Err(bad());
@@ -326,5 +333,35 @@ pub fn no_content() -> Reply {
             body: bytes::Bytes::new(),
         },
         Err(_) => Reply::error(crate::error::ErrorCode::SysErr),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy(origins: &[&str]) -> Result<Policy, (Field, String)> {
+        Policy::compile(&PolicyConfig {
+            allow_origins: Some(origins.iter().map(|o| o.to_string()).collect()),
+            ..PolicyConfig::default()
+        })
+    }
+
+    #[test]
+    fn an_origin_that_could_never_match_is_refused() {
+        // Fuzz finding (fuzz/ target `cors`): a non-ASCII origin compiled, and no `Origin`
+        // header could ever match it.
+        for bad in [
+            "https://例子.com",
+            "https://app.CjH\u{fffd}",
+            "https://a b.com",
+            "https://a\tb.com",
+        ] {
+            let err = policy(&[bad]).expect_err(bad);
+            assert_eq!(err.0, "allow_origins", "{bad}");
+        }
+        let p = policy(&["https://xn--fsqu00a.com", "HTTPS://App.Example.com:8443"]).unwrap();
+        assert!(p.allows_origin(&HeaderValue::from_static("https://xn--fsqu00a.com")));
+        assert!(p.allows_origin(&HeaderValue::from_static("https://app.example.com:8443")));
     }
 }

@@ -6,11 +6,12 @@ use super::wechat::Failure;
 use super::SessionMode;
 use crate::ctx::Ctx;
 use crate::error::ErrorCode;
+use crate::log_limit::{self, Admit};
 use crate::plugin::Reply;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method, StatusCode};
-use log::{debug, error, warn};
+use log::{debug, error, warn, Level};
 use pingora_http::ResponseHeader;
 use pingora_proxy::Session;
 use serde::Deserialize;
@@ -24,10 +25,11 @@ const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest `code` accepted (wx.login codes are 32 characters).
 const MAX_CODE_LEN: usize = 256;
 
-#[derive(Deserialize)]
-struct LoginRequest {
-    appid: String,
-    code: String,
+/// A login body, checked: `appid` a valid id, `code` 1 to 256 visible ASCII characters.
+#[derive(Debug, Deserialize, PartialEq, Eq)]
+pub struct LoginRequest {
+    pub appid: String,
+    pub code: String,
 }
 
 #[derive(serde::Serialize)]
@@ -86,6 +88,25 @@ async fn read_body(session: &mut Session) -> Result<Vec<u8>, Reply> {
     }
 }
 
+/// Reads a login body (bytes from the client, anything at all) into a checked request.
+pub fn parse_body(body: &[u8]) -> Result<LoginRequest, Reply> {
+    let Ok(req) = serde_json::from_slice::<LoginRequest>(body) else {
+        return Err(bad(
+            r#"the login body must be JSON {"appid": "...", "code": "<wx.login code>"}"#,
+        ));
+    };
+    if !valid_id(&req.appid) {
+        return Err(bad("`appid` is not an app id"));
+    }
+    if req.code.is_empty()
+        || req.code.len() > MAX_CODE_LEN
+        || !req.code.bytes().all(|b| b.is_ascii_graphic())
+    {
+        return Err(bad("`code` must be the code from wx.login"));
+    }
+    Ok(req)
+}
+
 /// Answers a request to [`LOGIN_PATH`].
 pub async fn handle(mode: &SessionMode, session: &mut Session, ctx: &mut Ctx) -> Reply {
     if session.req_header().method != Method::POST {
@@ -96,18 +117,10 @@ pub async fn handle(mode: &SessionMode, session: &mut Session, ctx: &mut Ctx) ->
         Ok(b) => b,
         Err(reply) => return reply,
     };
-    let Ok(req) = serde_json::from_slice::<LoginRequest>(&body) else {
-        return bad(r#"the login body must be JSON {"appid": "...", "code": "<wx.login code>"}"#);
+    let req = match parse_body(&body) {
+        Ok(r) => r,
+        Err(reply) => return reply,
     };
-    if !valid_id(&req.appid) {
-        return bad("`appid` is not an app id");
-    }
-    if req.code.is_empty()
-        || req.code.len() > MAX_CODE_LEN
-        || !req.code.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return bad("`code` must be the code from wx.login");
-    }
     let Some(app) = mode.app(&req.appid) else {
         return Reply::error_with(
             ErrorCode::AccessDenied,
@@ -132,20 +145,40 @@ pub async fn handle(mode: &SessionMode, session: &mut Session, ctx: &mut Ctx) ->
             );
         }
         Err(Failure::Misconfigured { errcode, errmsg }) => {
-            error!(
-                "[{rid}] login for app {}: WeChat refused the app id or secret (errcode {errcode}: {errmsg}); check the variable named by its `secret_env`",
-                app.appid
-            );
+            let key = log_limit::key(&[b"login-misconfigured", app.appid.as_bytes()]);
+            let label = || {
+                (
+                    Level::Error,
+                    "anygate_plugins::identity::login",
+                    format!("WeChat refused app {}", app.appid),
+                )
+            };
+            if let Admit::Write(more) = log_limit::admit(key, label) {
+                error!(
+                    "[{rid}] login for app {}: WeChat refused the app id or secret (errcode {errcode}: {errmsg}); check the variable named by its `secret_env`{more}",
+                    app.appid
+                );
+            }
             return Reply::error_with(
                 ErrorCode::RequestServiceFailed,
                 "the login service refused the gateway",
             );
         }
         Err(Failure::Unavailable(why)) => {
-            warn!(
-                "[{rid}] login for app {}: code2session failed: {why}",
-                app.appid
-            );
+            let key = log_limit::key(&[b"login-unavailable", app.appid.as_bytes()]);
+            let label = || {
+                (
+                    Level::Warn,
+                    "anygate_plugins::identity::login",
+                    format!("code2session failed for app {}", app.appid),
+                )
+            };
+            if let Admit::Write(more) = log_limit::admit(key, label) {
+                warn!(
+                    "[{rid}] login for app {}: code2session failed: {why}{more}",
+                    app.appid
+                );
+            }
             return Reply::error_with(
                 ErrorCode::RequestServiceFailed,
                 "the login service is unavailable",
