@@ -161,10 +161,12 @@ impl ProxyHttp for Gateway {
                 return Ok(true);
             }
         }
-        let early = acme.or(target_reply).or_else(|| match (&snap.tls.redirect, ctx.tls) {
-            (Some(r), false) => r.reply(session.req_header()),
-            _ => None,
-        });
+        let early = acme
+            .or(target_reply)
+            .or_else(|| match (&snap.tls.redirect, ctx.tls) {
+                (Some(r), false) => r.reply(session.req_header()),
+                _ => None,
+            });
         if let Some(r) = early {
             reply::write(session, ctx, &snap.chain, r).await?;
             return Ok(true);

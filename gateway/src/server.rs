@@ -158,8 +158,7 @@ pub fn build(
     let mut server = Server::new_with_opt_and_conf(opt, server_conf(&settings, flags));
     server.bootstrap();
 
-    let mut gateway =
-        pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
+    let mut gateway = pingora_proxy::http_proxy(&server.configuration, Gateway::new(store.clone()));
     // Pingora's own answer to CONNECT is a bare 405; let it reach `target::screen`, which
     // refuses it in SPEC §8's shape with `Allow` (nothing in anygate tunnels).
     let mut options = pingora_core::apps::HttpServerOptions::default();
