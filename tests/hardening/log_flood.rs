@@ -87,11 +87,18 @@ routes:
     assert!(written <= 4, "{written} lines:\n{lines}");
     assert!(counted > 0, "{lines}");
 
-    let (written, counted, lines) =
-        wait_accounted(&gw, |l| l.contains("ERROR pingora_proxy]"), HANG_UPS);
+    // Hang-ups in the middle of a header end in anygate's connection front, before Pingora
+    // parses anything: no line at all for them (by the time the outage above is accounted
+    // for, all 100 have been seen by the gateway), and at most one per window if any did.
+    let err = gw.stderr();
+    let hang_up_lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("ERROR") && !l.contains("REQUEST_SERVICE_FAILED"))
+        .collect();
     assert!(
-        written + counted >= HANG_UPS,
-        "each hang-up is written or counted:\n{lines}"
+        hang_up_lines.len() <= 4,
+        "{} lines for {HANG_UPS} hang-ups:\n{}",
+        hang_up_lines.len(),
+        hang_up_lines.join("\n")
     );
-    assert!(written <= 4, "{written} lines:\n{lines}");
 }
