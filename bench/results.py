@@ -73,6 +73,28 @@ def targets(med, idle_rows):
     return out
 
 
+# Sections appended by the long runs (bench/soak, bench/upgrade --results): a new benchmark
+# report keeps the last of each rather than dropping them.
+KEPT = ("## Soak", "## Graceful upgrade under load")
+
+
+def kept_sections(path):
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    sections, current = {}, None
+    for line in text.splitlines(keepends=True):
+        if line.startswith("## "):
+            current = next((k for k in KEPT if line.startswith(k)), None)
+            if current:
+                sections[current] = ""  # the last one of its kind wins
+        if current:
+            sections[current] += line
+    return "".join("\n" + sections[k].rstrip("\n") + "\n" for k in KEPT if k in sections)
+
+
 def write(args, report):
     results, idle_rows = report["results"], report["idle"]
     cpu_model = "unknown"
@@ -170,6 +192,7 @@ def write(args, report):
         for r in results:
             lines.append(f"| {r['scenario']} | {r['workers']} | {r['conns']} | {r['contender']} | {r['round']} | "
                          f"{r['rps']:.0f} | {r['p50']:.2f} | {r['p99']:.2f} | {r['cpu_us']:.1f} | {r['errors']} |")
+    kept = kept_sections(args.out)
     with open(args.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
+        f.write("\n".join(lines) + "\n" + kept)
     bench.log(f"wrote {args.out}")
