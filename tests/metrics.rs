@@ -206,6 +206,71 @@ fn in_flight_counts_requests_being_served() {
     });
 }
 
+/// A reload that removes a route and an instance removes their series too (a config that
+/// keeps adding and removing routes must not grow the exposition, or the process, without
+/// bound); what stays keeps its counts.
+#[test]
+fn series_of_removed_routes_and_instances_go_with_them() {
+    let (dur, ups) = (format!("{DURATION}_count"), format!("{UPSTREAM}_count"));
+    let (gw, a, _b) = gateway();
+    send_mix(&gw);
+    let before = scrape(gw.admin);
+    assert!(!before.find(&dur, &[("route", "default/b")]).is_empty());
+    assert!(!before.find(&ups, &[("instance", "lhins-b")]).is_empty());
+    assert!(!before
+        .find(
+            "anygate_upstream_errors_total",
+            &[("instance", "lhins-down")]
+        )
+        .is_empty());
+
+    gw.write_config(&format!(
+        r#"env: test-env
+listen: {{ http: "@HTTP@", admin: "@ADMIN@" }}
+server: {{ threads: 2 }}
+instances:
+  - {{ id: lhins-a, address: "{}" }}
+routes:
+  - {{ domain: default, path: /a, instance: lhins-a }}
+  - {{ domain: default, path: /a2, instance: lhins-a }}
+"#,
+        a.addr()
+    ));
+    let after = scrape_until(gw.admin, WAIT, "generation 2", |s| {
+        s.value("anygate_config_generation", &[]) == 2.0
+    });
+    for (name, label, value) in [
+        (REQUESTS, "route", "default/b"),
+        (dur.as_str(), "route", "default/b"),
+        (dur.as_str(), "route", "default/down"),
+        (REQUESTS, "instance", "lhins-b"),
+        (dur.as_str(), "instance", "lhins-b"),
+        (ups.as_str(), "instance", "lhins-b"),
+        ("anygate_upstream_errors_total", "instance", "lhins-down"),
+    ] {
+        assert!(
+            after.find(name, &[(label, value)]).is_empty(),
+            "{name}{{{label}={value}}} is still there:\n{}",
+            after.text
+        );
+    }
+    // Kept: the route and instance that remain, the new route at zero, and `none`.
+    let req = |route: &str, code: &str| {
+        after.value(
+            REQUESTS,
+            &[
+                ("entry", "http"),
+                ("route", route),
+                ("instance", "lhins-a"),
+                ("code", code),
+            ],
+        )
+    };
+    assert_eq!(req("default/a", "200"), 3.0);
+    assert!(!after.find(&dur, &[("route", "default/a2")]).is_empty());
+    assert!(!after.find(REQUESTS, &[("route", "none")]).is_empty());
+}
+
 /// `promtool`, from Debian's `prometheus` package (`.ci/run` installs it).
 fn tool(name: &str) -> Command {
     let found = Command::new(name)

@@ -5,6 +5,7 @@
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
 };
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// Histogram buckets for a gateway: 0.5 ms to 60 s (the longest default upstream timeout).
@@ -212,6 +213,43 @@ impl Telemetry {
         let _ = self
             .request_duration
             .get_metric_with_label_values(&["http", route, instance]);
+    }
+
+    /// Drops the series of routes and instances a new config no longer has, so that a config
+    /// that keeps adding and removing routes (a push every few seconds, a generated file) does
+    /// not grow the exposition and the process's memory without bound. `none` (requests that
+    /// matched no route or instance) always stays.
+    pub fn retain(&self, routes: &HashSet<&str>, instances: &HashSet<&str>) {
+        let stale = |labels: &HashMap<&str, &str>| {
+            labels.iter().any(|(name, value)| {
+                *value != "none"
+                    && match *name {
+                        "route" => !routes.contains(value),
+                        "instance" => !instances.contains(value),
+                        _ => false,
+                    }
+            })
+        };
+        for family in self.registry.gather() {
+            let name = family.name();
+            for m in family.get_metric() {
+                let labels: HashMap<&str, &str> = m
+                    .get_label()
+                    .iter()
+                    .map(|l| (l.name(), l.value()))
+                    .collect();
+                if !stale(&labels) {
+                    continue;
+                }
+                let _ = match name {
+                    "anygate_requests_total" => self.requests.remove(&labels),
+                    "anygate_request_duration_seconds" => self.request_duration.remove(&labels),
+                    "anygate_upstream_duration_seconds" => self.upstream_duration.remove(&labels),
+                    "anygate_upstream_errors_total" => self.upstream_errors.remove(&labels),
+                    _ => Ok(()),
+                };
+            }
+        }
     }
 
     /// The text exposition of everything registered.

@@ -152,8 +152,8 @@ impl Monitor {
         });
     }
 
-    /// Follows a config about to be published: health states and the zero series of its
-    /// instances.
+    /// Follows a config about to be published: health states, the zero series of its
+    /// instances and routes, and no series for those it no longer has.
     pub fn sync(&self, snap: &Snapshot) {
         self.health.sync(snap.routes.instances().map(|i| Target {
             id: &i.id,
@@ -169,6 +169,14 @@ impl Monitor {
                 t.prime_route(&r.label, &r.instance.id);
             }
         }
+        let routes = snap
+            .routes
+            .routes()
+            .iter()
+            .map(|r| r.label.as_str())
+            .collect();
+        let instances = snap.routes.instances().map(|i| i.id.as_str()).collect();
+        snap.telemetry.retain(&routes, &instances);
     }
 
     /// Closes the second that just ended: traffic event, passive health.
