@@ -47,6 +47,14 @@ pub(super) fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
         .map_err(|e| fail(format!("cannot start a runtime: {e}")))
 }
 
+/// The bootstrap file and a runtime: what every `anygate config` command that talks to etcd
+/// starts with.
+pub(super) fn bootstrap_and_runtime(
+    conf: &Path,
+) -> Result<(Bootstrap, tokio::runtime::Runtime), ExitCode> {
+    Ok((bootstrap(conf)?, runtime()?))
+}
+
 /// Validates a document like `anygate check`, printing what check prints.
 fn validate(boot: &Bootstrap, name: &str, text: &str) -> bool {
     let telemetry = match Telemetry::new() {
@@ -331,12 +339,8 @@ pub fn push(conf: &Path, file: &Path, force: bool, expect: Option<i64>, dry_run:
 
 /// `anygate config rollback -c BOOT REV`.
 pub fn rollback(conf: &Path, revision: i64, force: bool) -> ExitCode {
-    let boot = match bootstrap(conf) {
+    let (boot, rt) = match bootstrap_and_runtime(conf) {
         Ok(b) => b,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
         Err(code) => return code,
     };
     rt.block_on(async {

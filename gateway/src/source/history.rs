@@ -3,7 +3,7 @@
 
 use super::bootstrap::Bootstrap;
 use super::cache::sha256_hex;
-use super::cli::{bootstrap, current, fail, old_document, runtime};
+use super::cli::{bootstrap_and_runtime, current, fail, old_document};
 use super::etcd::{Etcd, EtcdError};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -43,12 +43,8 @@ fn short(sha: &str) -> &str {
 
 /// `anygate config history -c BOOT`.
 pub fn history(conf: &Path, limit: usize) -> ExitCode {
-    let boot = match bootstrap(conf) {
+    let (boot, rt) = match bootstrap_and_runtime(conf) {
         Ok(b) => b,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
         Err(code) => return code,
     };
     rt.block_on(async {
@@ -106,12 +102,8 @@ pub fn history(conf: &Path, limit: usize) -> ExitCode {
 
 /// `anygate config get -c BOOT [--revision REV]`: the document on stdout.
 pub fn get(conf: &Path, revision: Option<i64>) -> ExitCode {
-    let boot = match bootstrap(conf) {
+    let (boot, rt) = match bootstrap_and_runtime(conf) {
         Ok(b) => b,
-        Err(code) => return code,
-    };
-    let rt = match runtime() {
-        Ok(r) => r,
         Err(code) => return code,
     };
     rt.block_on(async {
