@@ -6,7 +6,6 @@
 use crate::config::{self, ConfigErrors};
 use crate::snapshot::{self, Snapshot, Store};
 use crate::store::{ReloadRecord, Trigger};
-use anygate_plugins::access_log::rfc3339_millis;
 use async_trait::async_trait;
 use log::{error, info, warn};
 use notify::{RecursiveMode, Watcher};
@@ -18,7 +17,7 @@ use std::hash::{Hash, Hasher};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 
 /// Events closer together than this are one change (editors write in several steps).
@@ -242,18 +241,8 @@ impl Reload for Reloader {
 
 impl Reloader {
     fn remember(&self, trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) {
-        self.store.remember(ReloadRecord {
-            time: rfc3339_millis(SystemTime::now()),
-            result: if errors.is_empty() {
-                "success"
-            } else {
-                "failure"
-            },
-            trigger,
-            generation,
-            errors,
-            duration_ms: Some(took.as_micros() as f64 / 1000.0),
-        });
+        self.store
+            .remember(ReloadRecord::now(trigger, generation, errors, took));
     }
 }
 

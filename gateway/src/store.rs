@@ -50,6 +50,24 @@ pub struct ReloadRecord {
     pub duration_ms: Option<f64>,
 }
 
+impl ReloadRecord {
+    /// A reload (from the file or from etcd) that just ended, taking `took`.
+    pub fn now(trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) -> Self {
+        ReloadRecord {
+            time: rfc3339_millis(SystemTime::now()),
+            result: if errors.is_empty() {
+                "success"
+            } else {
+                "failure"
+            },
+            trigger,
+            generation,
+            errors,
+            duration_ms: Some(took.as_micros() as f64 / 1000.0),
+        }
+    }
+}
+
 /// Holds the current snapshot and the reload bookkeeping.
 pub struct Store {
     current: ArcSwap<Snapshot>,

@@ -10,7 +10,6 @@ use crate::config::{ConfigError, ConfigErrors, Mark};
 use crate::reload::{Outcome, Reload};
 use crate::snapshot::{self, Purpose, Store};
 use crate::store::{ReloadRecord, Trigger};
-use anygate_plugins::access_log::rfc3339_millis;
 use async_trait::async_trait;
 use etcd_client::EventType;
 use log::{error, info, warn};
@@ -18,7 +17,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use prometheus::IntGauge;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 use tokio::signal::unix::Signal;
 use tokio::sync::{mpsc, oneshot};
 
@@ -120,18 +119,8 @@ impl EtcdWatch {
     }
 
     fn remember(&self, trigger: Trigger, generation: u64, errors: Vec<String>, took: Duration) {
-        self.store.remember(ReloadRecord {
-            time: rfc3339_millis(SystemTime::now()),
-            result: if errors.is_empty() {
-                "success"
-            } else {
-                "failure"
-            },
-            trigger,
-            generation,
-            errors,
-            duration_ms: Some(took.as_micros() as f64 / 1000.0),
-        });
+        self.store
+            .remember(ReloadRecord::now(trigger, generation, errors, took));
     }
 
     /// One watch after another on a reachable member, until etcd fails; returns why.
