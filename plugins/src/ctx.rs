@@ -39,7 +39,7 @@ pub struct Identity {
     pub shared_from_owner: Option<String>,
     /// The identity headers to send upstream, made once when the identity is verified (the
     /// User-Agent dependent ones are added per request).
-    pub headers: Vec<(&'static str, http::HeaderValue)>,
+    pub headers: Vec<(http::HeaderName, &'static str, http::HeaderValue)>,
 }
 
 /// Per-request state, created when the request starts and dropped when it is logged.

@@ -6,7 +6,7 @@
 use crate::ctx::Ctx;
 use crate::headers::{
     has_underscore, is_forwarding, remove_request_headers, wire, X_FORWARDED_FOR, X_FORWARDED_HOST,
-    X_FORWARDED_PROTO,
+    X_FORWARDED_PROTO, X_REAL_IP,
 };
 use crate::net::{canonical, parse_forwarded_entry, write_ip, Cidr, CidrSet};
 use crate::plugin::{Flow, Phases, Plugin};
@@ -131,20 +131,20 @@ impl Plugin for ForwardedFor {
         if trusted {
             let w = walk(peer, &entries(down), &self.trusted);
             if let Ok(v) = HeaderValue::from_str(&w.forwarded_for) {
-                let _ = up.insert_header(wire::X_FORWARDED_FOR, v);
+                up.insert_header_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v);
             }
             let client = ctx.client_ip.unwrap_or(peer);
             if let Ok(v) = HeaderValue::from_str(write_ip(client, &mut buf)) {
-                let _ = up.insert_header(wire::X_REAL_IP, v);
+                up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, v);
             }
         } else if let Some(v) = peer_text {
             // The peer is the client and the whole chain.
-            let _ = up.insert_header(wire::X_FORWARDED_FOR, v.clone());
-            let _ = up.insert_header(wire::X_REAL_IP, v);
+            up.insert_header_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
+            up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, v);
         }
         if !up.headers.contains_key(&X_FORWARDED_PROTO) {
             let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-            let _ = up.insert_header(wire::X_FORWARDED_PROTO, proto);
+            up.insert_header_static(X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, proto);
         }
         if !up.headers.contains_key(&X_FORWARDED_HOST) {
             let host = down
@@ -153,7 +153,7 @@ impl Plugin for ForwardedFor {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| down.headers.get(HOST).cloned());
             if let Some(host) = host {
-                let _ = up.insert_header(wire::X_FORWARDED_HOST, host);
+                up.insert_header_static(X_FORWARDED_HOST, wire::X_FORWARDED_HOST, host);
             }
         }
         Flow::Continue

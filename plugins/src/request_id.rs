@@ -2,7 +2,7 @@
 //! back to the client.
 
 use crate::ctx::Ctx;
-use crate::headers::wire::X_CLOUDBASE_REQUEST_ID;
+use crate::headers::{wire, X_CLOUDBASE_REQUEST_ID};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
@@ -40,12 +40,12 @@ impl Plugin for RequestId {
 
     fn upstream_request(&self, _d: &RequestHeader, up: &mut RequestHeader, ctx: &mut Ctx) -> Flow {
         let id = ctx.request_id().clone();
-        let _ = up.insert_header(X_CLOUDBASE_REQUEST_ID, id);
+        up.insert_header_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
         Flow::Continue
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
         let id = ctx.request_id().clone();
-        let _ = resp.insert_header(X_CLOUDBASE_REQUEST_ID, id);
+        resp.insert_header_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
     }
 }

@@ -3,7 +3,7 @@
 
 use crate::ctx::{Ctx, Entry};
 use crate::error::ErrorCode;
-use crate::headers::{wire, X_ANYSERVICE_NAME, X_VM_SERVICE};
+use crate::headers::{wire, X_ANYSERVICE_AUTHORIZATION, X_ANYSERVICE_NAME, X_VM_SERVICE};
 use crate::plugin::{Flow, Phases, Plugin, Reply};
 use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
 use crate::{BuildCtx, PluginError};
@@ -224,7 +224,11 @@ impl Plugin for Routing {
         // Proves to the instance that the request came through the gateway (the client's own
         // copy was stripped with the other owned headers).
         if let Some(secret) = ctx.instance.as_ref().and_then(|i| i.origin_secret.clone()) {
-            let _ = up.insert_header(wire::X_ANYSERVICE_AUTHORIZATION, secret);
+            up.insert_header_static(
+                X_ANYSERVICE_AUTHORIZATION,
+                wire::X_ANYSERVICE_AUTHORIZATION,
+                secret,
+            );
         }
         Flow::Continue
     }

@@ -3,8 +3,9 @@
 //! upstream answer. Upstream-sent `X-Cloudbase-*` headers are removed by the runner first.
 
 use crate::ctx::Ctx;
-use crate::headers::wire::{
-    X_CLOUDBASE_UPSTREAM_STATUS_CODE, X_CLOUDBASE_UPSTREAM_TIMECOST, X_CLOUDBASE_UPSTREAM_TYPE,
+use crate::headers::{
+    wire, X_CLOUDBASE_UPSTREAM_STATUS_CODE, X_CLOUDBASE_UPSTREAM_TIMECOST,
+    X_CLOUDBASE_UPSTREAM_TYPE,
 };
 use crate::plugin::{Phases, Plugin};
 use crate::{BuildCtx, PluginError};
@@ -56,8 +57,20 @@ impl Plugin for UpstreamInfo {
             .instance
             .as_ref()
             .map_or(DASH, |i| i.upstream_type.clone());
-        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_STATUS_CODE, status);
-        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_TIMECOST, timecost);
-        let _ = resp.insert_header(X_CLOUDBASE_UPSTREAM_TYPE, kind);
+        resp.insert_header_static(
+            X_CLOUDBASE_UPSTREAM_STATUS_CODE,
+            wire::X_CLOUDBASE_UPSTREAM_STATUS_CODE,
+            status,
+        );
+        resp.insert_header_static(
+            X_CLOUDBASE_UPSTREAM_TIMECOST,
+            wire::X_CLOUDBASE_UPSTREAM_TIMECOST,
+            timecost,
+        );
+        resp.insert_header_static(
+            X_CLOUDBASE_UPSTREAM_TYPE,
+            wire::X_CLOUDBASE_UPSTREAM_TYPE,
+            kind,
+        );
     }
 }

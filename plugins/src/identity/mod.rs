@@ -209,23 +209,23 @@ fn value(v: &str) -> Result<HeaderValue, ()> {
 }
 
 /// The headers of a verified identity (SPEC §5 table), except the User-Agent dependent ones.
-fn identity_headers(id: &Identity) -> Result<Vec<(&'static str, HeaderValue)>, ()> {
+fn identity_headers(id: &Identity) -> Result<Vec<(HeaderName, &'static str, HeaderValue)>, ()> {
     let mut h = Vec::with_capacity(4);
     match &id.shared_from_owner {
         None => {
-            h.push((wire::X_WX_OPENID, value(&id.openid)?));
-            h.push((wire::X_WX_APPID, value(&id.appid)?));
+            h.push((X_WX_OPENID, wire::X_WX_OPENID, value(&id.openid)?));
+            h.push((X_WX_APPID, wire::X_WX_APPID, value(&id.appid)?));
             if let Some(u) = &id.unionid {
-                h.push((wire::X_WX_UNIONID, value(u)?));
+                h.push((X_WX_UNIONID, wire::X_WX_UNIONID, value(u)?));
             }
         }
         Some(owner) => {
-            h.push((wire::X_WX_FROM_OPENID, value(&id.openid)?));
-            h.push((wire::X_WX_FROM_APPID, value(&id.appid)?));
+            h.push((X_WX_FROM_OPENID, wire::X_WX_FROM_OPENID, value(&id.openid)?));
+            h.push((X_WX_FROM_APPID, wire::X_WX_FROM_APPID, value(&id.appid)?));
             if let Some(u) = &id.unionid {
-                h.push((wire::X_WX_FROM_UNIONID, value(u)?));
+                h.push((X_WX_FROM_UNIONID, wire::X_WX_FROM_UNIONID, value(u)?));
             }
-            h.push((wire::X_WX_APPID, value(owner)?));
+            h.push((X_WX_APPID, wire::X_WX_APPID, value(owner)?));
         }
     }
     Ok(h)
@@ -233,17 +233,19 @@ fn identity_headers(id: &Identity) -> Result<Vec<(&'static str, HeaderValue)>, (
 
 /// Sets the headers of a verified identity.
 fn set_identity(up: &mut RequestHeader, id: &Identity, ua: &[u8]) -> Result<(), ()> {
-    for (name, v) in &id.headers {
-        up.insert_header(*name, v.clone()).map_err(|_| ())?;
+    for (name, case, v) in &id.headers {
+        up.insert_header_static(name.clone(), case, v.clone());
     }
     let (source, platform) = ua::classify(ua);
     if let Some(s) = source {
-        up.insert_header(wire::X_WX_SOURCE, HeaderValue::from_static(s))
-            .map_err(|_| ())?;
+        up.insert_header_static(X_WX_SOURCE, wire::X_WX_SOURCE, HeaderValue::from_static(s));
     }
     if let Some(p) = platform {
-        up.insert_header(wire::X_WX_PLATFORM, HeaderValue::from_static(p))
-            .map_err(|_| ())?;
+        up.insert_header_static(
+            X_WX_PLATFORM,
+            wire::X_WX_PLATFORM,
+            HeaderValue::from_static(p),
+        );
     }
     Ok(())
 }
@@ -296,7 +298,7 @@ impl Plugin for IdentityPlugin {
         if ctx.trusted_front {
             // The front's own X-WX-* headers are its word; only fill in the environment.
             if !up.headers.contains_key(&X_WX_ENV) {
-                let _ = up.insert_header(wire::X_WX_ENV, self.env.clone());
+                up.insert_header_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
             }
             return Flow::Continue;
         }
@@ -307,7 +309,7 @@ impl Plugin for IdentityPlugin {
                 up.remove_header(name);
             }
         }
-        let _ = up.insert_header(wire::X_WX_ENV, self.env.clone());
+        up.insert_header_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
         let Some(id) = &ctx.identity else {
             return Flow::Continue;
         };
