@@ -19,6 +19,10 @@ pub const MAX_PENDING: usize = 4 << 20;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Pending bytes that wake the writer before `FLUSH_EVERY` (so a burst never fills the buffer).
 const WAKE_AT: usize = 256 << 10;
+/// A buffer that grew past this during a burst or a slow disk is given back after its batch is
+/// written: the writer lives as long as its log (it is reused across reloads), and a Vec never
+/// shrinks by itself, so one stall would otherwise pin up to `2 * MAX_PENDING` for good.
+const KEEP_CAPACITY: usize = 2 * WAKE_AT;
 
 /// Where lines go.
 pub enum Sink {
@@ -204,18 +208,21 @@ impl Batch {
         loop {
             std::thread::park_timeout(FLUSH_EVERY);
             let closed = shared.closed.load(Ordering::Acquire);
-            {
-                // Swap buffers: the lock is held for a pointer swap, not for the write.
-                let mut p = lock(&shared.pending);
-                std::mem::swap(&mut p.buf, &mut self.buf);
-                self.lines = std::mem::take(&mut p.lines);
-                p.woken = false;
-            }
+            self.take(shared);
             self.flush();
+            self.trim();
             if closed {
                 return;
             }
         }
+    }
+
+    /// Takes what requests handed over. The lock is held for a pointer swap, not for the write.
+    fn take(&mut self, shared: &Shared) {
+        let mut p = lock(&shared.pending);
+        std::mem::swap(&mut p.buf, &mut self.buf);
+        self.lines = std::mem::take(&mut p.lines);
+        p.woken = false;
     }
 
     /// Writes the buffer; lines that did not make it are counted as dropped.
@@ -252,6 +259,14 @@ impl Batch {
         }
         self.buf.clear();
         self.lines = 0;
+    }
+
+    /// Gives back a buffer a burst grew. Both buffers pass through here (they are swapped
+    /// every round), so both shrink.
+    fn trim(&mut self) {
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = Vec::with_capacity(WAKE_AT);
+        }
     }
 }
 
@@ -398,6 +413,43 @@ mod tests {
                 .with_label_values(&["write_error"])
                 .get(),
             0
+        );
+    }
+
+    #[test]
+    fn buffers_grown_by_a_stall_are_given_back() {
+        let t = Arc::new(Telemetry::new().unwrap());
+        let shared = Shared {
+            pending: Mutex::new(Pending::default()),
+            closed: AtomicBool::new(false),
+        };
+        let mut b = Batch::new(Box::new(io::sink()), "sink".into(), t);
+        let hand_over = |bytes: usize| {
+            let mut p = lock(&shared.pending);
+            p.buf.extend(std::iter::repeat_n(b'x', bytes - 1));
+            p.buf.push(b'\n');
+            p.lines += 1;
+        };
+        // A slow disk: requests piled up most of `MAX_PENDING` before the writer came back.
+        hand_over(MAX_PENDING - 1000);
+        b.take(&shared);
+        hand_over(MAX_PENDING / 2);
+        b.flush();
+        b.trim();
+        // Then ordinary rounds, a line or none each: the writer's run loop.
+        for round in 0..4 {
+            if round % 2 == 0 {
+                hand_over(200);
+            }
+            b.take(&shared);
+            b.flush();
+            b.trim();
+        }
+        let waiting = lock(&shared.pending).buf.capacity();
+        let writing = b.buf.capacity();
+        assert!(
+            waiting <= KEEP_CAPACITY && writing <= KEEP_CAPACITY,
+            "buffers still hold {waiting} and {writing} bytes"
         );
     }
 
