@@ -11,6 +11,7 @@ mod log_flood;
 mod raw_upstream;
 mod targets;
 mod upgrade;
+mod upstream_pool;
 mod websocket;
 
 pub const HOST: &str = "test-env.service.tcloudbase.com";

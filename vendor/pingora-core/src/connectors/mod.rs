@@ -256,21 +256,20 @@ impl TransportConnector {
                     let _ = s.lock().await;
                 } // wait for the idle poll to release it
                 // anygate patch: the idle poll's guard unlocks before it drops its `Arc`, and
-                // the poll may run on another thread (`current_handle()` picks one at random):
-                // between the two, `try_unwrap` fails and a good connection was thrown away.
-                // Give the other thread those few instructions.
+                // the poll may run on another thread (`current_handle()` picks one at random).
+                // Unlocking wakes this task; when the kernel runs the woken thread on the
+                // unlocking thread's core, that thread is preempted before it drops its `Arc`
+                // and `try_unwrap` fails, throwing a good connection away. Let it finish:
+                // yield the core (and this runtime) until the `Arc` is ours, a few ms at most.
                 let mut s = s;
-                let mut tries = 0;
+                let deadline = std::time::Instant::now() + std::time::Duration::from_millis(5);
                 let unwrapped = loop {
                     match Arc::try_unwrap(s) {
                         Ok(l) => break Ok(l),
-                        Err(back) if tries < 64 => {
-                            tries += 1;
+                        Err(back) if std::time::Instant::now() < deadline => {
                             s = back;
-                            std::hint::spin_loop();
-                            if tries % 8 == 0 {
-                                tokio::task::yield_now().await;
-                            }
+                            std::thread::yield_now();
+                            tokio::task::yield_now().await;
                         }
                         Err(back) => break Err(back),
                     }
