@@ -4,9 +4,10 @@
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use pingora_timeout::fast_timeout::fast_timeout;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
-use tokio::time::{timeout, timeout_at, Instant};
+use tokio::time::{timeout_at, Instant};
 
 /// Bytes read while waiting for a request: most request headers fit in one such read. They
 /// live in the connection's task while it waits, so this is also most of a waiting
@@ -54,8 +55,12 @@ pub async fn read_head(
     shutdown: &mut ShutdownWatch,
 ) -> Head {
     let mut first = [0u8; FIRST_READ];
+    // Pingora's coarse timer (10 ms steps, its own clock thread), not tokio's: a keep-alive
+    // wait starts after every response, and a tokio timer registered while the runtime's
+    // wheel is empty wakes the runtime's own driver (an eventfd write and an extra
+    // `epoll_wait` per request). The header deadline below is rare and stays on tokio's.
     let n = tokio::select! {
-        r = timeout(idle, stream.read(&mut first)) => match r {
+        r = fast_timeout(idle, stream.read(&mut first)) => match r {
             Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
             Ok(Ok(n)) => n,
             Err(_) => return Head::Idle,
