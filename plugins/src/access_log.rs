@@ -63,11 +63,8 @@ fn ms(d: Duration) -> f64 {
 
 /// A JSON string, escaped per RFC 8259 (bytes that are not UTF-8 become U+FFFD).
 fn push_str(out: &mut Vec<u8>, s: &[u8]) {
-    let clean = s
-        .iter()
-        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\');
     out.push(b'"');
-    if clean {
+    if is_plain(s) {
         out.extend_from_slice(s);
     } else {
         for c in String::from_utf8_lossy(s).chars() {
@@ -88,6 +85,32 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
         }
     }
     out.push(b'"');
+}
+
+/// Whether `s` is printable ASCII without `"` or `\\` (written as is), eight bytes at a time:
+/// user agents and paths run to hundreds of bytes on every line.
+fn is_plain(s: &[u8]) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
+    // Whether any byte of `w` is zero (exact for "any", per byte possibly not).
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let mut chunks = s.chunks_exact(8);
+    for c in &mut chunks {
+        let w = u64::from_ne_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+        // A byte >= 0x80, or one below 0x20 (the classic "has less than" word test, exact
+        // for whether any byte is), or `"`, or `\\`.
+        if w & HIGH != 0
+            || w.wrapping_sub(ONES * 0x20) & !w & HIGH != 0
+            || has_zero(w ^ (ONES * u64::from(b'"')))
+            || has_zero(w ^ (ONES * u64::from(b'\\')))
+        {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
 fn push_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
@@ -307,6 +330,30 @@ mod tests {
             let mut out = Vec::new();
             push_ms(&mut out, Duration::from_micros(d));
             assert_eq!(String::from_utf8(out).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn plain_strings_are_told_apart_eight_bytes_at_a_time() {
+        let naive = |s: &[u8]| {
+            s.iter()
+                .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
+        };
+        // Every byte value at every position of a 17-byte string of a plain letter.
+        for at in 0..17 {
+            for b in 0..=255u8 {
+                let mut s = [b'a'; 17];
+                s[at] = b;
+                assert_eq!(is_plain(&s), naive(&s), "byte {b:#x} at {at}");
+                assert_eq!(is_plain(&s[..at + 1]), naive(&s[..at + 1]));
+            }
+        }
+        // Pairs next to each other (the subtraction borrows across bytes).
+        for a in [0x00u8, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x7f, 0x80, 0xff] {
+            for b in [0x00u8, 0x1f, 0x20, 0x21, 0x22, 0x5c, 0x7f, 0x80, 0xff] {
+                let s = [b'x', b'x', b'x', a, b, b'x', b'x', b'x'];
+                assert_eq!(is_plain(&s), naive(&s), "{a:#x} {b:#x}");
+            }
         }
     }
 
