@@ -7,7 +7,9 @@ use std::sync::Arc;
 use clap::{Args, Parser, Subcommand};
 
 // mimalloc: per-thread free lists suit Pingora's many short-lived per-request allocations
-// better than glibc's malloc (see bench/RESULTS.md).
+// better than glibc's malloc (see bench/RESULTS.md). The `system-allocator` feature leaves
+// glibc's in place, for heap profilers that hook malloc (heaptrack, valgrind's DHAT).
+#[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
