@@ -2,7 +2,7 @@
 
 pub mod acme;
 pub mod admin;
-mod alloc;
+pub mod alloc;
 pub mod config;
 pub mod demo;
 pub mod drain;

@@ -279,6 +279,7 @@ fn mint_token(conf: PathBuf, req: token::Request) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    anygate::alloc::no_huge_pages();
     anygate::logging::init();
     let cli = Cli::parse();
     match cli.command {
