@@ -20,6 +20,13 @@ pub mod common;
 pub(crate) mod header;
 pub mod server;
 
+/// Room for the headers a proxy adds, reserved when a request header is parsed (anygate's
+/// patch, see PATCHES.md). The upstream request is a clone of the client's, and a clone keeps
+/// the size of its hash table, so inserting the proxy's headers into it does not rehash.
+pub const REQUEST_HEADER_ROOM: usize = 12;
+/// The same for a response header read from an upstream.
+pub const RESPONSE_HEADER_ROOM: usize = 4;
+
 /// Test utilities shared across HTTP/1.x unit tests
 #[cfg(test)]
 pub(crate) mod test_util {
