@@ -19,7 +19,7 @@ use pingora_proxy::{ProxyHttp, Session};
 use std::net::SocketAddr;
 
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: anygate::alloc::MiMalloc = anygate::alloc::MiMalloc;
 
 struct Bare {
     upstream: SocketAddr,

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 // glibc's in place, for heap profilers that hook malloc (heaptrack, valgrind's DHAT).
 #[cfg(not(feature = "system-allocator"))]
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: anygate::alloc::MiMalloc = anygate::alloc::MiMalloc;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
