@@ -1,10 +1,10 @@
 //! Reading one request header whole: the keep-alive timeout before its first byte, the header
 //! timeout from its first byte to its end, and a size limit.
 
+use super::idle::IdleDeadline;
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
-use pingora_timeout::fast_timeout::fast_timeout;
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::{timeout_at, Instant};
@@ -55,16 +55,19 @@ pub async fn read_head(
     shutdown: &mut ShutdownWatch,
 ) -> Head {
     let mut first = [0u8; FIRST_READ];
-    // Pingora's coarse timer (10 ms steps, its own clock thread), not tokio's: a keep-alive
-    // wait starts after every response, and a tokio timer registered while the runtime's
-    // wheel is empty wakes the runtime's own driver (an eventfd write and an extra
-    // `epoll_wait` per request). The header deadline below is rare and stays on tokio's.
+    // The keep-alive deadline is a slot in the worker's idle table (`idle.rs`), not a timer: a
+    // keep-alive wait starts after every response. A tokio timer registered while the
+    // runtime's wheel is empty also woke the runtime's own driver (an eventfd write and an
+    // extra `epoll_wait` per request). `biased`: the read is polled first, and the deadline
+    // is only registered when no request is there yet. The header deadline below is rare and
+    // stays on tokio's timer.
     let n = tokio::select! {
-        r = fast_timeout(idle, stream.read(&mut first)) => match r {
-            Ok(Ok(0)) | Ok(Err(_)) => return Head::Closed,
-            Ok(Ok(n)) => n,
-            Err(_) => return Head::Idle,
+        biased;
+        r = stream.read(&mut first) => match r {
+            Ok(0) | Err(_) => return Head::Closed,
+            Ok(n) => n,
         },
+        _ = IdleDeadline::new(idle) => return Head::Idle,
         _ = shutdown.changed() => return Head::Closed,
     };
     let deadline = Instant::now() + header;

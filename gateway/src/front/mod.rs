@@ -11,6 +11,7 @@
 
 mod conns;
 mod head;
+mod idle;
 
 pub use conns::{Conns, Refusal};
 pub use head::head_end;
