@@ -6,6 +6,7 @@
 mod common;
 
 mod continue_100;
+mod hop_by_hop;
 mod keepalive;
 mod log_flood;
 mod raw_upstream;

@@ -175,7 +175,30 @@ impl ConnectionNominations {
     }
 }
 
+/// anygate patch: whether `name` is one of the fields that
+/// [`strip_standard_hop_by_hop_headers`] and the upgrade policies remove.
+fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
+    *name == header::CONNECTION
+        || *name == header::UPGRADE
+        || *name == header::TE
+        || *name == header::TRAILER
+        || *name == header::TRANSFER_ENCODING
+        || *name == header::PROXY_AUTHENTICATE
+        || *name == header::PROXY_AUTHORIZATION
+        || matches!(name.as_str(), KEEP_ALIVE | PROXY_CONNECTION | HTTP2_SETTINGS)
+}
+
+/// anygate patch: one pass over the (few) distinct names of a request tells whether any
+/// hop-by-hop field is there; most requests carry none, and ten removals cost ten lookups
+/// in each of the two header maps.
+fn has_standard_hop_by_hop(req: &RequestHeader) -> bool {
+    req.headers.keys().any(is_standard_hop_by_hop)
+}
+
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
+    if !has_standard_hop_by_hop(req) {
+        return;
+    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -356,6 +379,12 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     if policy.strip_hop_by_hop {
         strip_standard_hop_by_hop_headers(req);
+    }
+
+    // anygate patch: the removals below find nothing when no hop-by-hop field is left, and
+    // an upgrade is only re-inserted for a request that asked for one (`Upgrade` present).
+    if !websocket_upgrade && !has_standard_hop_by_hop(req) {
+        return Ok(());
     }
 
     match policy.h1_upgrade {

@@ -357,6 +357,22 @@ pub(crate) fn content_length_parse_all(headers: &HMap) -> Option<u64> {
 /// present but cannot be resolved to a single value (conflicting duplicates or
 /// an unparseable value), or `None` when the header is absent.
 pub(crate) fn content_length_for_framing(headers: &HMap) -> Result<Option<usize>> {
+    // anygate patch: one lookup for the common cases, called several times per message. No
+    // `Content-Length` at all, or a single value of plain digits (which
+    // `content_length_parse_all` would accept as it is), is answered here; anything else
+    // (several values, lists, spaces, bad bytes) takes the full path below.
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    match values.next() {
+        None => return Ok(None),
+        Some(only) if values.next().is_none() => {
+            if let Some(n) = from_digits(only.as_bytes()) {
+                if let Ok(n) = usize::try_from(n) {
+                    return Ok(Some(n));
+                }
+            }
+        }
+        Some(_) => {}
+    }
     match content_length_parse_all(headers) {
         Some(cl) => {
             // Content-Length frames the body, so a value that does not fit in
