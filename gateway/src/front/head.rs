@@ -35,7 +35,9 @@ pub enum Head {
 pub fn head_end(buf: &[u8], from: usize) -> Option<usize> {
     let start = buf.iter().position(|&b| b != b'\r' && b != b'\n')?;
     let mut i = from.max(start);
-    while let Some(off) = buf[i..].iter().position(|&b| b == b'\n') {
+    // memchr looks for line ends many bytes at a time: a byte-by-byte scan cost 1,200
+    // instructions per request on the benchmark's header (callgrind), more on longer ones.
+    while let Some(off) = memchr::memchr(b'\n', &buf[i..]) {
         let nl = i + off;
         match buf.get(nl + 1) {
             Some(b'\n') => return Some(nl + 2),
