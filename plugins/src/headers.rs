@@ -125,6 +125,49 @@ pub fn has_underscore(name: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// `insert_header_static` inserts into the value map and the case map in step, hashing the
+    /// name once (`vendor/http`, `try_insert_in_step`): the wire form must list every header
+    /// once, in its case, a replaced one under its new value, through growth of both maps.
+    #[test]
+    fn static_inserts_keep_both_header_maps_in_step() {
+        use pingora_http::RequestHeader;
+        for client_headers in [0usize, 3, 40] {
+            let mut down = RequestHeader::build("GET", b"/", None).unwrap();
+            down.insert_header("X-Forwarded-For", "203.0.113.9")
+                .unwrap();
+            for i in 0..client_headers {
+                down.append_header(format!("X-Client-{i}"), "v").unwrap();
+            }
+            let mut up = down.clone();
+            up.insert_header_static(
+                X_FORWARDED_FOR,
+                wire::X_FORWARDED_FOR,
+                "127.0.0.1".parse().unwrap(),
+            );
+            up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, "127.0.0.1".parse().unwrap());
+            up.insert_header_static(X_WX_OPENID, wire::X_WX_OPENID, "o1".parse().unwrap());
+            up.insert_header_static(X_WX_OPENID, wire::X_WX_OPENID, "o2".parse().unwrap());
+            let mut wire_form = Vec::new();
+            up.header_to_h1_wire(&mut wire_form);
+            let text = String::from_utf8(wire_form).unwrap();
+            let lines: Vec<&str> = text.split("\r\n").filter(|l| !l.is_empty()).collect();
+            assert_eq!(lines.len(), 3 + client_headers, "{text}");
+            assert!(lines.contains(&"X-Forwarded-For: 127.0.0.1"), "{text}");
+            assert!(lines.contains(&"X-Real-IP: 127.0.0.1"), "{text}");
+            assert!(lines.contains(&"X-WX-OPENID: o2"), "{text}");
+            for i in 0..client_headers {
+                assert!(
+                    lines.contains(&format!("X-Client-{i}: v").as_str()),
+                    "{text}"
+                );
+            }
+        }
+        // Without a case map, the value map alone takes the insert.
+        let mut up = RequestHeader::build_no_case("GET", b"/", None).unwrap();
+        up.insert_header_static(X_WX_OPENID, wire::X_WX_OPENID, "o1".parse().unwrap());
+        assert_eq!(up.headers.get(X_WX_OPENID).unwrap(), "o1");
+    }
+
     #[test]
     fn owned_headers_in_every_spelling() {
         for n in [

@@ -242,10 +242,7 @@ impl RequestHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        if let Some(name_map) = self.header_name_map.as_mut() {
-            name_map.insert(name.clone(), CaseHeaderName(bytes::Bytes::from_static(case.as_bytes())));
-        }
-        self.base.headers.insert(name, value);
+        insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
     }
 
     /// anygate patch: reserve room for `additional` more headers (in the value map and the
@@ -622,10 +619,7 @@ impl ResponseHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        if let Some(name_map) = self.header_name_map.as_mut() {
-            name_map.insert(name.clone(), CaseHeaderName(bytes::Bytes::from_static(case.as_bytes())));
-        }
-        self.base.headers.insert(name, value);
+        insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
     }
 
     /// anygate patch: reserve room for `additional` more headers (in the value map and the
@@ -924,6 +918,26 @@ fn append_header_value<T>(
         InvalidHTTPHeader,
         "header value map size overflows MAX_SIZE",
     )
+}
+
+/// anygate patch: `insert_header_static`'s insert, into both maps in step (the name hashed once).
+#[inline]
+fn insert_header_static(
+    name_map: Option<&mut CaseMap>,
+    value_map: &mut HMap,
+    name: HeaderName,
+    case: &'static str,
+    value: HeaderValue,
+) {
+    let case = CaseHeaderName(bytes::Bytes::from_static(case.as_bytes()));
+    match name_map {
+        Some(name_map) => value_map
+            .try_insert_in_step(name_map, name, value, case)
+            .expect("size overflows MAX_SIZE"),
+        None => {
+            value_map.insert(name, value);
+        }
+    }
 }
 
 #[inline]

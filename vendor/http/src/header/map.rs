@@ -449,8 +449,23 @@ macro_rules! insert_phase_one {
      $vacant:expr,
      $occupied:expr,
      $robinhood:expr) =>
+    {
+        insert_phase_one!(@hashed $map, $key, hash_elem_using(&$map.danger, &$key), $probe,
+            $pos, $hash, $danger, $vacant, $occupied, $robinhood)
+    };
+    // anygate patch: the same, with the key's hash computed by the caller.
+    (@hashed $map:ident,
+     $key:expr,
+     $hash_value:expr,
+     $probe:ident,
+     $pos:ident,
+     $hash:ident,
+     $danger:ident,
+     $vacant:expr,
+     $occupied:expr,
+     $robinhood:expr) =>
     {{
-        let $hash = hash_elem_using(&$map.danger, &$key);
+        let $hash = $hash_value;
         let mut $probe = desired_pos($map.mask, $hash);
         let mut dist = 0;
         let ret;
@@ -1374,6 +1389,67 @@ impl<T> HeaderMap<T> {
             // Robinhood
             {
                 self.try_insert_phase_two(key.into(), value, hash, probe, danger)?;
+                None
+            }
+        ))
+    }
+
+    /// anygate patch: inserts `key` into this map and into `other`, a map kept in step with
+    /// this one (Pingora keeps each header's wire case in a second map that follows the first,
+    /// insert for insert), hashing the name once when both maps hash alike, that is when
+    /// neither has switched to its keyed hash. Replaces any values `key` had in either map.
+    ///
+    /// A custom name (`X-Forwarded-For`) is hashed a byte at a time: about 90 instructions
+    /// that the second map's insert no longer repeats.
+    pub fn try_insert_in_step<U>(
+        &mut self,
+        other: &mut HeaderMap<U>,
+        key: HeaderName,
+        value: T,
+        other_value: U,
+    ) -> Result<(), MaxSizeReached> {
+        self.try_reserve_one()?;
+        other.try_reserve_one()?;
+        if self.danger.is_red() || other.danger.is_red() {
+            other.try_insert2(key.clone(), other_value)?;
+            self.try_insert2(key, value)?;
+            return Ok(());
+        }
+        let hash = hash_elem_using(&self.danger, &key);
+        other.try_insert2_hashed(key.clone(), hash, other_value)?;
+        self.try_insert2_hashed(key, hash, value)?;
+        Ok(())
+    }
+
+    /// anygate patch: `try_insert2` with the key's hash given (computed with this map's
+    /// current hashing) and room already reserved.
+    fn try_insert2_hashed(
+        &mut self,
+        key: HeaderName,
+        hash: HashValue,
+        value: T,
+    ) -> Result<Option<T>, MaxSizeReached> {
+        Ok(insert_phase_one!(
+            @hashed self,
+            key,
+            hash,
+            probe,
+            pos,
+            hash,
+            danger,
+            // Vacant
+            {
+                let _ = danger; // Make lint happy
+                let index = self.entries.len();
+                self.try_insert_entry(hash, key, value)?;
+                self.indices[probe] = Pos::new(index, hash);
+                None
+            },
+            // Occupied
+            Some(self.insert_occupied(pos, value)),
+            // Robinhood
+            {
+                self.try_insert_phase_two(key, value, hash, probe, danger)?;
                 None
             }
         ))
