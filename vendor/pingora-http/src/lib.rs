@@ -494,6 +494,18 @@ impl Deref for ResponseHeader {
     }
 }
 
+impl ResponseHeader {
+    /// anygate patch: a copy without the header-case map, for a holder that only reads the
+    /// header (framing, status) and never writes it out; cheaper to make and to drop.
+    pub fn clone_without_case(&self) -> Self {
+        Self {
+            base: self.as_owned_parts(),
+            header_name_map: None,
+            reason_phrase: self.reason_phrase.clone(),
+        }
+    }
+}
+
 impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {

@@ -437,8 +437,14 @@ impl HttpSession {
     /// Similar to [`Self::read_response()`], read the response header and then return a copy of it.
     pub async fn read_resp_header_parts(&mut self) -> Result<Box<ResponseHeader>> {
         self.read_response().await?;
-        // safe to unwrap because it is just read
-        Ok(Box::new(self.resp_header().unwrap().clone()))
+        // anygate patch: the caller gets the header as read, with its case map (it is what a
+        // proxy writes out); the session keeps a copy without one, which is all its framing
+        // and keep-alive decisions read. A full clone copied and later dropped the case map.
+        let Some(read) = self.response_header.take() else {
+            return Error::e_explain(InvalidHTTPHeader, "no response header after reading it");
+        };
+        self.response_header = Some(Box::new(read.clone_without_case()));
+        Ok(read)
     }
 
     /// Return a reference of the [`ResponseHeader`] if the response is read
