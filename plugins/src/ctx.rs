@@ -152,17 +152,17 @@ pub fn new_request_id() -> HeaderValue {
     let rand_lo = fastrand::u64(..);
     let hi: u64 = (ms << 16) | 0x7000 | (rand_hi & 0x0fff);
     let lo: u64 = (rand_lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let v = ((hi as u128) << 64) | lo as u128;
-    let mut out = [0u8; 36];
-    let mut n = 0;
-    for i in 0..32 {
-        if matches!(i, 8 | 12 | 16 | 20) {
-            out[n] = b'-';
-            n += 1;
-        }
-        let nibble = (v >> (124 - 4 * i)) & 0xf;
-        out[n] = HEX[nibble as usize];
-        n += 1;
+    let mut out = [b'-'; 36];
+    // Two hex digits per byte, skipping the dashes' places (8-4-4-4-12).
+    let bytes = [hi.to_be_bytes(), lo.to_be_bytes()];
+    for (i, byte) in bytes.iter().flatten().enumerate() {
+        let at = 2 * i
+            + usize::from(i >= 4)
+            + usize::from(i >= 6)
+            + usize::from(i >= 8)
+            + usize::from(i >= 10);
+        out[at] = HEX[usize::from(byte >> 4)];
+        out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

@@ -125,7 +125,20 @@ impl Plugin for ForwardedFor {
                     "x-forwarded-proto" | "x-forwarded-host" | "forwarded"
                 )
         };
-        remove_request_headers(up, |n| is_forwarding(n.as_str()) && !keep(n));
+        // What a trusted proxy sent and stays (nothing else of the kind does): tells the
+        // `X-Forwarded-Proto`/`-Host` fill-ins below without two more lookups.
+        let (mut kept_proto, mut kept_host) = (false, false);
+        remove_request_headers(up, |n| {
+            if !is_forwarding(n.as_str()) {
+                return false;
+            }
+            if keep(n) {
+                kept_proto |= *n == X_FORWARDED_PROTO;
+                kept_host |= *n == X_FORWARDED_HOST;
+                return false;
+            }
+            true
+        });
         let mut buf = [0u8; 46];
         let peer_text = HeaderValue::from_str(write_ip(peer, &mut buf)).ok();
         if trusted {
@@ -142,11 +155,11 @@ impl Plugin for ForwardedFor {
             up.insert_header_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
             up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, v);
         }
-        if !up.headers.contains_key(&X_FORWARDED_PROTO) {
+        if !kept_proto {
             let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
             up.insert_header_static(X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, proto);
         }
-        if !up.headers.contains_key(&X_FORWARDED_HOST) {
+        if !kept_host {
             let host = down
                 .uri
                 .authority()

@@ -97,7 +97,7 @@ pub fn is_forwarding(name: &str) -> bool {
 /// Removes every request header whose name matches `doomed` (the case map included).
 pub fn remove_request_headers(
     req: &mut pingora_http::RequestHeader,
-    doomed: impl Fn(&HeaderName) -> bool,
+    mut doomed: impl FnMut(&HeaderName) -> bool,
 ) {
     let names: Vec<HeaderName> = req.headers.keys().filter(|n| doomed(n)).cloned().collect();
     for name in &names {

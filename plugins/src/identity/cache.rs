@@ -22,7 +22,9 @@ const CACHES_PER_THREAD: usize = 4;
 type Tokens = HashMap<Box<str>, (Arc<Identity>, u64), RandomState>;
 
 thread_local! {
-    static LOCAL: RefCell<HashMap<u64, Tokens>> = RefCell::new(HashMap::new());
+    /// (cache id, its tokens): at most `CACHES_PER_THREAD`, found by a look down the list (a
+    /// hash map keyed by the id hashed it with SipHash on every request).
+    static LOCAL: RefCell<Vec<(u64, Tokens)>> = const { RefCell::new(Vec::new()) };
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -46,7 +48,7 @@ impl TokenCache {
     pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
         LOCAL.with(|local| {
             let mut local = local.try_borrow_mut().ok()?;
-            let tokens = local.get_mut(&self.id)?;
+            let (_, tokens) = local.iter_mut().find(|(id, _)| *id == self.id)?;
             match tokens.get(token) {
                 Some((id, exp)) if now < *exp => Some(id.clone()),
                 Some(_) => {
@@ -64,12 +66,17 @@ impl TokenCache {
             let Ok(mut local) = local.try_borrow_mut() else {
                 return;
             };
-            if !local.contains_key(&self.id) && local.len() >= CACHES_PER_THREAD {
-                local.clear();
-            }
-            let tokens = local
-                .entry(self.id)
-                .or_insert_with(|| HashMap::with_hasher(RandomState::new()));
+            let at = match local.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    if local.len() >= CACHES_PER_THREAD {
+                        local.clear();
+                    }
+                    local.push((self.id, HashMap::with_hasher(RandomState::new())));
+                    local.len() - 1
+                }
+            };
+            let tokens = &mut local[at].1;
             if tokens.len() >= PER_THREAD {
                 tokens.clear();
             }
@@ -80,7 +87,12 @@ impl TokenCache {
     /// Tokens this thread remembers for this cache.
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        LOCAL.with(|l| l.borrow().get(&self.id).map_or(0, HashMap::len))
+        LOCAL.with(|l| {
+            l.borrow()
+                .iter()
+                .find(|(id, _)| *id == self.id)
+                .map_or(0, |(_, tokens)| tokens.len())
+        })
     }
 }
 
