@@ -23,3 +23,12 @@ pub mod target;
 pub mod tls;
 pub mod token;
 pub mod wechat_stub;
+
+/// The vendored Pingora's task pipe (`vendor/pingora-proxy/src/task_pipe.rs`), compiled here as
+/// well so that its unit tests run with the workspace's: the vendored crates' own do not.
+#[cfg(test)]
+#[path = "../../vendor/pingora-proxy/src/task_pipe.rs"]
+mod vendored_task_pipe;
+/// Pingora's `TASK_BUFFER_SIZE`, which the task pipe above reads from its parent module.
+#[cfg(test)]
+const TASK_BUFFER_SIZE: usize = 4;

@@ -90,6 +90,7 @@ type DownstreamCustomMessageReader =
 mod proxy_cache;
 mod proxy_common;
 mod proxy_custom;
+mod task_pipe;
 mod proxy_h1;
 mod proxy_h2;
 mod proxy_purge;
