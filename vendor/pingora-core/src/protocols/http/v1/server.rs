@@ -846,15 +846,20 @@ impl HttpSession {
         // no need to add these headers to 1xx responses
         if !header.status.is_informational() && self.update_resp_headers {
             /* update headers */
-            header.insert_header(header::DATE, date::get_cached_date())?;
+            // anygate patch: both names are constants; `insert_header` parsed each again (from
+            // its title-cased form) and cloned it for the case map, on every response.
+            header.insert_header_static(header::DATE, "Date", date::get_cached_date());
 
-            // TODO: make these lazy static
             let connection_value = if self.will_keepalive() {
                 "keep-alive"
             } else {
                 "close"
             };
-            header.insert_header(header::CONNECTION, connection_value)?;
+            header.insert_header_static(
+                header::CONNECTION,
+                "Connection",
+                HeaderValue::from_static(connection_value),
+            );
         }
 
         if header.status == 101 {
