@@ -1,19 +1,23 @@
-//! Pooled upstream connections are reused across worker threads. Pingora 0.9.1 threw away
+//! Pooled upstream connections are reused, and dead ones are not. Pingora 0.9.1 threw away
 //! about one in ten of them (`failed to acquire reusable stream`, then a new connection) when
-//! the idle watcher ran on another thread; `vendor/pingora-core/PATCHES.md`.
+//! its idle watcher ran on another thread; now each worker thread keeps the connections it
+//! releases (`vendor/pingora-core/PATCHES.md`).
 
 use crate::common::*;
 use crate::HOST;
 use std::collections::HashSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener};
+use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Keep-alive clients, each sending its requests one after the other.
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 300;
 
 #[test]
-fn pooled_upstream_connections_are_reused_across_threads() {
+fn pooled_upstream_connections_are_reused_with_two_worker_threads() {
     let up = Upstream::start(Behavior::Status(200));
     let gw = Gateway::start(&format!(
         r#"env: test-env
@@ -58,4 +62,104 @@ routes:
         seen.len(),
         complaints.join("\n")
     );
+}
+
+/// An upstream that answers each request with keep-alive and closes the connection
+/// `close_after` later; it records the gateway's end of each connection.
+fn closing_upstream(close_after: Duration) -> (std::net::SocketAddr, Arc<Mutex<Vec<u16>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peers = Arc::new(Mutex::new(Vec::new()));
+    let seen = peers.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let seen = seen.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match conn.read(&mut byte) {
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                seen.lock().unwrap().push(conn.peer_addr().unwrap().port());
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                thread::sleep(close_after);
+                let _ = conn.shutdown(Shutdown::Both);
+            });
+        }
+    });
+    (addr, peers)
+}
+
+/// The TCP state (`/proc/net/tcp`'s `st`) of the IPv4 socket from `local` to `remote` port.
+fn tcp_state(local: u16, remote: u16) -> Option<u8> {
+    let table = std::fs::read_to_string("/proc/net/tcp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        let port = |col: &str| u16::from_str_radix(col.rsplit(':').next()?, 16).ok();
+        (port(cols.get(1)?)? == local && port(cols.get(2)?)? == remote)
+            .then(|| u8::from_str_radix(cols.get(3)?, 16).ok())
+            .flatten()
+    })
+}
+
+const CLOSE_WAIT: u8 = 0x08;
+
+/// Idle upstream connections stay with the worker thread that released them
+/// (`vendor/pingora-core/PATCHES.md`). One the upstream closed while idle is not handed to the
+/// next request, and the gateway closes its own end within the pool's sweep (a second) even
+/// when no request comes to find it.
+#[test]
+fn an_idle_connection_the_upstream_closed_is_not_reused_and_does_not_linger() {
+    let (addr, peers) = closing_upstream(Duration::from_millis(100));
+    let gw = Gateway::start(&format!(
+        r#"env: test-env
+listen: {{ http: "@HTTP@" }}
+server: {{ threads: 1 }}
+instances:
+  - {{ id: lhins-a, address: "{addr}" }}
+routes:
+  - {{ domain: default, path: /api, instance: lhins-a }}
+"#
+    ));
+    let resp = send(gw.http, &Req::get("/api/one").host(HOST)).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    thread::sleep(Duration::from_millis(400)); // the upstream has closed it
+    let resp = send(gw.http, &Req::get("/api/two").host(HOST)).unwrap();
+    assert_eq!(
+        resp.status,
+        200,
+        "the closed connection was reused: {}",
+        resp.text()
+    );
+    let ports = peers.lock().unwrap().clone();
+    assert_eq!(ports.len(), 2, "{ports:?}");
+    assert_ne!(
+        ports[0], ports[1],
+        "the second request went out on a new connection"
+    );
+    // No third request: the sweep alone must close the gateway's end of the second, once
+    // the upstream has closed its own.
+    thread::sleep(Duration::from_millis(300));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut state = tcp_state(ports[1], addr.port());
+    while state == Some(CLOSE_WAIT) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(50));
+        state = tcp_state(ports[1], addr.port());
+    }
+    assert_ne!(
+        state,
+        Some(CLOSE_WAIT),
+        "the gateway kept a connection the upstream closed"
+    );
+    let log = gw.stderr();
+    let complaints: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(complaints.is_empty(), "{}", complaints.join("\n"));
 }

@@ -15,6 +15,7 @@
 //! Connecting to servers
 
 pub mod http;
+mod idle_stash;
 pub mod l4;
 #[cfg(feature = "any_tls")]
 mod tls;
@@ -94,6 +95,10 @@ pub struct ConnectorOptions {
     /// its per-worker meaning even though the pool itself now uses a single
     /// global LRU.
     pub keepalive_pool_size: usize,
+    /// anygate patch: idle connections each worker thread keeps (`idle_stash`): the server
+    /// config's per-worker `upstream_keepalive_pool_size`, or `keepalive_pool_size` in
+    /// [`Self::new`].
+    pub keepalive_pool_size_per_thread: usize,
     /// Optionally offload the connection establishment to dedicated thread pools
     ///
     /// TCP and TLS connection establishment can be CPU intensive. Sometimes such tasks can slow
@@ -143,6 +148,7 @@ impl ConnectorOptions {
             keepalive_pool_size: server_conf
                 .upstream_keepalive_pool_size
                 .saturating_mul(server_conf.threads.max(1)),
+            keepalive_pool_size_per_thread: server_conf.upstream_keepalive_pool_size,
             offload_threadpool: server_conf.upstream_connect_offload_threadpool(),
             bind_to_v4,
             bind_to_v6,
@@ -159,6 +165,7 @@ impl ConnectorOptions {
             cert_key_file: None,
             debug_ssl_keylog: false,
             keepalive_pool_size,
+            keepalive_pool_size_per_thread: keepalive_pool_size,
             offload_threadpool: None,
             bind_to_v4: vec![],
             bind_to_v6: vec![],
@@ -179,9 +186,15 @@ pub struct TransportConnector {
     /// for periodic metric reporting without needing access to the connector itself.
     unexpected_data_conn_count: Arc<AtomicU64>,
     keepalive_pool_callback: Option<PoolCallback>,
+    /// anygate patch: this connector's key in the threads' idle stashes, and what each keeps.
+    id: u64,
+    per_thread_pool_size: usize,
 }
 
 const DEFAULT_POOL_SIZE: usize = 128;
+
+/// anygate patch: tells connectors apart in the threads' idle stashes.
+static NEXT_CONNECTOR_ID: AtomicU64 = AtomicU64::new(1);
 
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
@@ -189,6 +202,9 @@ impl TransportConnector {
         let pool_size = options
             .as_ref()
             .map_or(DEFAULT_POOL_SIZE, |c| c.keepalive_pool_size);
+        let per_thread_pool_size = options
+            .as_ref()
+            .map_or(DEFAULT_POOL_SIZE, |c| c.keepalive_pool_size_per_thread);
         // Take the offloading setting there because this layer has implement offloading,
         // so no need for stacks at lower layer to offload again.
         let offload = options.as_mut().and_then(|o| o.offload_threadpool.take());
@@ -210,6 +226,8 @@ impl TransportConnector {
             preferred_http_version: PreferredHttpVersion::new(),
             unexpected_data_conn_count: Arc::new(AtomicU64::new(0)),
             keepalive_pool_callback,
+            id: NEXT_CONNECTOR_ID.fetch_add(1, Ordering::Relaxed),
+            per_thread_pool_size,
         }
     }
 
@@ -249,6 +267,16 @@ impl TransportConnector {
 
     /// Try to find a reusable connection to the given server [Peer]
     pub async fn reused_stream<P: Peer + Send + Sync>(&self, peer: &P) -> Option<Stream> {
+        // anygate patch: without a pool callback, idle connections stay with the thread that
+        // released them (`idle_stash`).
+        if self.keepalive_pool_callback.is_none() {
+            let stream = idle_stash::take((self.id, peer.reuse_hash()))?;
+            #[cfg(unix)]
+            if !peer.matches_fd(stream.id()) {
+                return None;
+            }
+            return Some(stream);
+        }
         match self.connection_pool.get(&peer.reuse_hash()) {
             Some(s) => {
                 debug!("find reusable stream, trying to acquire it");
@@ -335,6 +363,17 @@ impl TransportConnector {
         idle_timeout: Option<Duration>,
     ) {
         if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
+            return;
+        }
+        // anygate patch: see `reused_stream`.
+        if self.keepalive_pool_callback.is_none() {
+            idle_stash::put(
+                (self.id, key),
+                stream,
+                idle_timeout,
+                self.per_thread_pool_size,
+                &self.unexpected_data_conn_count,
+            );
             return;
         }
         let id = stream.id();
