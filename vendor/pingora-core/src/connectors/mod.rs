@@ -362,10 +362,8 @@ impl TransportConnector {
         key: u64, // usually peer.reuse_hash()
         idle_timeout: Option<Duration>,
     ) {
-        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
-            return;
-        }
-        // anygate patch: see `reused_stream`.
+        // anygate patch: see `reused_stream`. The stash tests a connection when it is taken
+        // (and when it sweeps), so testing it here too would only repeat a read attempt.
         if self.keepalive_pool_callback.is_none() {
             idle_stash::put(
                 (self.id, key),
@@ -374,6 +372,9 @@ impl TransportConnector {
                 self.per_thread_pool_size,
                 &self.unexpected_data_conn_count,
             );
+            return;
+        }
+        if !test_reusable_stream(&mut stream, &self.unexpected_data_conn_count) {
             return;
         }
         let id = stream.id();
