@@ -257,7 +257,7 @@ fn missing_or_repeated_host_is_invalid_request() {
     let (gw, up) = gateway(&[], "");
     let resp = send(gw.http, &Req::get("/api/x").no_host()).unwrap();
     assert_error(&resp, 400, "INVALID_REQUEST");
-    // Pingora's HTTP/1 parser itself refuses a repeated Host with a bare 400 (see README).
+    // Pingora's HTTP/1 parser itself refuses a repeated Host; the answer is still the SPEC's.
     let resp = send(
         gw.http,
         &Req::get("/api/x")
@@ -265,7 +265,7 @@ fn missing_or_repeated_host_is_invalid_request() {
             .header("Host", "other.example"),
     )
     .unwrap();
-    assert_eq!(resp.status, 400);
+    assert_error(&resp, 400, "INVALID_REQUEST");
     // HTTP/1.0 may omit Host: it then only matches `*` (none here).
     let resp = send(gw.http, &Req::get("/api/x").no_host().version("HTTP/1.0")).unwrap();
     assert_error(&resp, 404, "INVALID_HOST");
@@ -309,4 +309,59 @@ fn garbage_from_the_client_gets_an_answer_not_a_crash() {
     // Still serving.
     let resp = send(gw.http, &Req::get("/api/x").host(HOST)).unwrap();
     assert_eq!(resp.status, 200);
+}
+
+/// Requests Pingora's HTTP/1 parser refuses before any plugin runs (request-smuggling forms,
+/// unparseable lines) get the SPEC's JSON error and headers, through the vendored proxy's
+/// `invalid_request_response` hook, and nothing reaches the instance.
+#[test]
+fn requests_the_parser_refuses_get_the_spec_error() {
+    let (gw, up) = gateway(&[], "");
+    let many_headers: String = (0..300).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "conflicting Content-Length",
+            format!("POST /api/x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: 5, 6\r\n\r\nhello"),
+        ),
+        (
+            "Content-Length with a sign",
+            format!("POST /api/x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: +5\r\n\r\nhello"),
+        ),
+        (
+            "repeated Host",
+            format!("GET /api/x HTTP/1.1\r\nHost: {HOST}\r\nHost: other.example\r\n\r\n"),
+        ),
+        (
+            "Host contradicting the URL",
+            format!("GET http://{HOST}/api/x HTTP/1.1\r\nHost: other.example\r\n\r\n"),
+        ),
+        (
+            "a header line without a colon",
+            format!("GET /api/x HTTP/1.1\r\nHost: {HOST}\r\nno colon here\r\n\r\n"),
+        ),
+        (
+            "Transfer-Encoding not chunked last",
+            format!(
+                "POST /api/x HTTP/1.1\r\nHost: {HOST}\r\nTransfer-Encoding: chunked, gzip\r\n\r\n0\r\n\r\n"
+            ),
+        ),
+        (
+            "300 header lines",
+            format!("GET /api/x HTTP/1.1\r\nHost: {HOST}\r\n{many_headers}\r\n"),
+        ),
+    ];
+    for (what, raw) in cases {
+        let resp = send_raw(gw.http, raw.as_bytes()).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(resp.status, 400, "{what}: {}", resp.text());
+        assert_error(&resp, 400, "INVALID_REQUEST");
+        assert!(
+            resp.json()["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("malformed request")),
+            "{what}: {}",
+            resp.text()
+        );
+        assert_eq!(resp.header("Connection"), Some("close"), "{what}");
+    }
+    assert_eq!(up.count(), 0, "a refused request reached the instance");
 }

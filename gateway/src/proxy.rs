@@ -341,6 +341,20 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A request header Pingora could not read as HTTP (a malformed `Content-Length`, a bad
+    /// header line): the SPEC's JSON error and headers, not Pingora's bare `400`.
+    fn invalid_request_response(&self, error: &Error) -> Option<(ResponseHeader, Bytes)> {
+        let detail = match &error.context {
+            Some(context) => context.as_str().to_string(),
+            None => "it is not valid HTTP/1.1".to_string(),
+        };
+        reply::standalone_error(
+            &self.store.load().chain,
+            ErrorCode::InvalidRequest,
+            format!("malformed request: {detail}"),
+        )
+    }
+
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
         // fail_to_proxy logs with the request id instead.
         true

@@ -133,15 +133,26 @@ pub fn render(reply: Reply, ctx: &mut Ctx) -> Result<(ResponseHeader, Bytes)> {
     }
 }
 
+/// An error answered outside any request's phases (no request context yet), with every
+/// response header the chain adds: for requests refused before they could be parsed.
+pub fn standalone_error(
+    chain: &Chain,
+    code: ErrorCode,
+    message: String,
+) -> Option<(ResponseHeader, Bytes)> {
+    let mut ctx = Ctx::new(0);
+    let (mut header, body) = render(Reply::error_with(code, message), &mut ctx).ok()?;
+    chain.response(&mut header, &mut ctx);
+    Some((header, body))
+}
+
 /// An error as the bytes of a whole HTTP/1.1 response, with every response header the chain
 /// adds and `Connection: close`: for the connection front, which answers some requests
 /// (a header over the size limit) before Pingora has parsed them.
 pub fn wire_error(chain: &Chain, code: ErrorCode, message: String) -> Vec<u8> {
-    let mut ctx = Ctx::new(0);
-    let Ok((mut header, body)) = render(Reply::error_with(code, message), &mut ctx) else {
+    let Some((mut header, body)) = standalone_error(chain, code, message) else {
         return Vec::new();
     };
-    chain.response(&mut header, &mut ctx);
     let _ = header.insert_header(http::header::CONNECTION, HeaderValue::from_static("close"));
     let status = header.status;
     let mut out = Vec::with_capacity(512 + body.len());

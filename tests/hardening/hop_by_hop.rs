@@ -2,7 +2,8 @@
 //! instance under the name and case the client sent, and `Content-Length` frames a body with or
 //! without leading zeros and surrounding spaces. The proxy skips its removals when a request
 //! carries no hop-by-hop field, and reads a plain `Content-Length` on a short path
-//! (`vendor/pingora-proxy`, `vendor/pingora-core`): these pin what both paths must do.
+//! (`vendor/pingora-proxy`, `vendor/pingora-core`): these pin what both paths must do. A
+//! refused length gets the SPEC's error (the proxy's `invalid_request_response` hook).
 
 use crate::common::*;
 use crate::HOST;
@@ -145,6 +146,7 @@ fn content_length_frames_the_body_in_each_accepted_spelling() {
             "Content-Length {value:?}: {}",
             resp.text()
         );
+        assert_error(&resp, 400, "INVALID_REQUEST");
         assert_eq!(
             up.count(),
             0,

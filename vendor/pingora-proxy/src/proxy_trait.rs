@@ -543,6 +543,13 @@ pub trait ProxyHttp {
     ) {
     }
 
+    /// anygate patch: the answer (header and body) to a request whose header cannot be read as
+    /// HTTP (`InvalidHTTPHeader`: a malformed `Content-Length`, a bad header line, ...), sent
+    /// before the connection is closed. `None` (the default) keeps Pingora's bare `400`.
+    fn invalid_request_response(&self, _error: &Error) -> Option<(ResponseHeader, Bytes)> {
+        None
+    }
+
     /// A value of true means that the log message will be suppressed. The default value is false.
     ///
     /// See also: [`Self::suppress_proxy_warn_log`].
