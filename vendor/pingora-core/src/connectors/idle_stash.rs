@@ -71,8 +71,9 @@ struct Stash {
     idle: HashMap<Key, Vec<Idle>, BuildHasherDefault<KeyHasher>>,
     /// Connections kept, over all keys.
     count: usize,
-    /// Whether this thread's sweeping task runs.
-    sweeping: bool,
+    /// This thread's sweeping task, while it runs (it ends when nothing is kept, or with its
+    /// runtime).
+    sweeper: Option<tokio::task::JoinHandle<()>>,
 }
 
 thread_local! {
@@ -100,32 +101,28 @@ pub(super) fn put(
         expires: idle_timeout.map(|t| Instant::now() + t),
         unexpected: unexpected.clone(),
     };
-    let (kept, start_sweeper, evicted) = STASH.with(|stash| {
+    STASH.with(|stash| {
         let Ok(mut stash) = stash.try_borrow_mut() else {
-            return (false, false, None);
+            return false;
         };
         let stash = &mut *stash;
-        let list = stash.idle.entry(key).or_default();
         let mut evicted = None;
         if stash.count >= cap {
-            if list.is_empty() {
-                return (false, false, None);
-            }
-            // The oldest to this peer makes room.
+            // The oldest to this peer makes room, if there is one.
+            let Some(list) = stash.idle.get_mut(&key).filter(|list| !list.is_empty()) else {
+                return false;
+            };
             evicted = Some(list.remove(0));
             stash.count -= 1;
         }
-        list.push(idle);
+        stash.idle.entry(key).or_default().push(idle);
         stash.count += 1;
-        let start = !stash.sweeping;
-        stash.sweeping = true;
-        (true, start, evicted)
-    });
-    drop(evicted);
-    if start_sweeper {
-        runtime.spawn(sweep());
-    }
-    kept
+        if stash.sweeper.as_ref().is_none_or(|s| s.is_finished()) {
+            stash.sweeper = Some(runtime.spawn(sweep()));
+        }
+        drop(evicted);
+        true
+    })
 }
 
 /// The newest usable connection this thread keeps for `key`; the unusable ones found on the
@@ -179,11 +176,8 @@ async fn sweep() {
                 !list.is_empty()
             });
             stash.count -= closed.len();
-            if stash.count == 0 {
-                stash.sweeping = false;
-                return (true, closed);
-            }
-            (false, closed)
+            // With nothing kept the task ends; the next `put` starts another.
+            (stash.count == 0, closed)
         });
         drop(closed);
         if done {
