@@ -176,7 +176,8 @@ impl ConnectionNominations {
 }
 
 /// anygate patch: whether `name` is one of the fields that
-/// [`strip_standard_hop_by_hop_headers`] and the upgrade policies remove.
+/// [`strip_standard_hop_by_hop_headers`] and the upgrade policies remove (`Connection` among
+/// them, so a request without any nominates nothing either).
 fn is_standard_hop_by_hop(name: &HeaderName) -> bool {
     *name == header::CONNECTION
         || *name == header::UPGRADE
@@ -196,9 +197,6 @@ fn has_standard_hop_by_hop(req: &RequestHeader) -> bool {
 }
 
 fn strip_standard_hop_by_hop_headers(req: &mut RequestHeader) {
-    if !has_standard_hop_by_hop(req) {
-        return;
-    }
     req.remove_header(KEEP_ALIVE);
     req.remove_header(PROXY_CONNECTION);
     req.remove_header(&header::PROXY_AUTHENTICATE);
@@ -360,6 +358,12 @@ pub(crate) fn sanitize_h1_upstream_request(
         return Ok(());
     }
 
+    // anygate patch: without `Connection`, `Upgrade` or any other hop-by-hop field there is
+    // nothing to nominate, strip, refuse or re-insert below; most requests carry none.
+    if !has_standard_hop_by_hop(req) {
+        return Ok(());
+    }
+
     let nominations = policy
         .strip_connection_nominated
         .then(|| ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations))
@@ -379,12 +383,6 @@ pub(crate) fn sanitize_h1_upstream_request(
 
     if policy.strip_hop_by_hop {
         strip_standard_hop_by_hop_headers(req);
-    }
-
-    // anygate patch: the removals below find nothing when no hop-by-hop field is left, and
-    // an upgrade is only re-inserted for a request that asked for one (`Upgrade` present).
-    if !websocket_upgrade && !has_standard_hop_by_hop(req) {
-        return Ok(());
     }
 
     match policy.h1_upgrade {
@@ -427,6 +425,10 @@ pub(crate) fn sanitize_h2_upstream_request(
     req: &mut RequestHeader,
     policy: HttpUpstreamRequestPolicy,
 ) -> Result<()> {
+    // anygate patch: as in `sanitize_h1_upstream_request`.
+    if !has_standard_hop_by_hop(req) {
+        return Ok(());
+    }
     if policy.strip_connection_nominated {
         ConnectionNominations::parse(req, policy.reject_malformed_connection_nominations)?
             .remove_from(req);
