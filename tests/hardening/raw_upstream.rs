@@ -71,7 +71,7 @@ impl Drop for RawUpstream {
 }
 
 /// Reads up to the end of a request header; false on EOF or timeout.
-fn read_header(s: &mut TcpStream) -> bool {
+pub fn read_header(s: &mut TcpStream) -> bool {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {

@@ -4,9 +4,10 @@
 //! releases (`vendor/pingora-core/PATCHES.md`).
 
 use crate::common::*;
+use crate::raw_upstream::read_header;
 use crate::HOST;
 use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpListener};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -77,13 +78,8 @@ fn closing_upstream(close_after: Duration) -> (std::net::SocketAddr, Arc<Mutex<V
             let seen = seen.clone();
             thread::spawn(move || {
                 let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                let mut head = Vec::new();
-                let mut byte = [0u8; 1];
-                while !head.ends_with(b"\r\n\r\n") {
-                    match conn.read(&mut byte) {
-                        Ok(1) => head.push(byte[0]),
-                        _ => return,
-                    }
+                if !read_header(&mut conn) {
+                    return;
                 }
                 seen.lock().unwrap().push(conn.peer_addr().unwrap().port());
                 let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");

@@ -17,7 +17,7 @@
 
 use super::{test_reusable_stream, Stream};
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -68,7 +68,8 @@ type Key = (u64, u64);
 
 #[derive(Default)]
 struct Stash {
-    idle: HashMap<Key, Vec<Idle>, BuildHasherDefault<KeyHasher>>,
+    /// Oldest first: `put` pushes at the back, `take` pops there, the cap evicts at the front.
+    idle: HashMap<Key, VecDeque<Idle>, BuildHasherDefault<KeyHasher>>,
     /// Connections kept, over all keys.
     count: usize,
     /// This thread's sweeping task, while it runs (it ends when nothing is kept, or with its
@@ -80,21 +81,21 @@ thread_local! {
     static STASH: RefCell<Stash> = RefCell::new(Stash::default());
 }
 
-/// Keeps `stream` for reuse by this thread; `false` (and the stream is dropped) when this
-/// thread already keeps `cap` connections and none to this peer to make room with, or when the
-/// thread has no runtime to sweep with.
+/// Keeps `stream` for reuse by this thread. It is dropped (closed) instead when this thread
+/// already keeps `cap` connections and none to this peer to make room with, or when the thread
+/// has no runtime to sweep with.
 pub(super) fn put(
     key: Key,
     stream: Stream,
     idle_timeout: Option<Duration>,
     cap: usize,
     unexpected: &Arc<AtomicU64>,
-) -> bool {
+) {
     if cap == 0 {
-        return false;
+        return;
     }
     let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-        return false;
+        return;
     };
     let idle = Idle {
         stream,
@@ -103,25 +104,24 @@ pub(super) fn put(
     };
     STASH.with(|stash| {
         let Ok(mut stash) = stash.try_borrow_mut() else {
-            return false;
+            return;
         };
         let stash = &mut *stash;
         let mut evicted = None;
         if stash.count >= cap {
             // The oldest to this peer makes room, if there is one.
-            let Some(list) = stash.idle.get_mut(&key).filter(|list| !list.is_empty()) else {
-                return false;
+            let Some(oldest) = stash.idle.get_mut(&key).and_then(VecDeque::pop_front) else {
+                return;
             };
-            evicted = Some(list.remove(0));
+            evicted = Some(oldest);
             stash.count -= 1;
         }
-        stash.idle.entry(key).or_default().push(idle);
+        stash.idle.entry(key).or_default().push_back(idle);
         stash.count += 1;
         if stash.sweeper.as_ref().is_none_or(|s| s.is_finished()) {
             stash.sweeper = Some(runtime.spawn(sweep()));
         }
         drop(evicted);
-        true
     })
 }
 
@@ -135,7 +135,7 @@ pub(super) fn take(key: Key) -> Option<Stream> {
         let list = stash.idle.get_mut(&key)?;
         let mut now = None;
         let mut found = None;
-        while let Some(mut idle) = list.pop() {
+        while let Some(mut idle) = list.pop_back() {
             stash.count -= 1;
             let now = *now.get_or_insert_with(Instant::now);
             if idle.usable(now) {
@@ -165,12 +165,12 @@ async fn sweep() {
             let now = Instant::now();
             let mut closed = Vec::new();
             stash.idle.retain(|_, list| {
-                let mut i = 0;
-                while i < list.len() {
-                    if list[i].usable(now) {
-                        i += 1;
+                // In one pass, keeping the order (oldest first).
+                for mut idle in std::mem::take(list) {
+                    if idle.usable(now) {
+                        list.push_back(idle);
                     } else {
-                        closed.push(list.remove(i));
+                        closed.push(idle);
                     }
                 }
                 !list.is_empty()
