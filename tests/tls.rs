@@ -88,6 +88,47 @@ fn curl_verifies_the_certificate_and_gets_http2_or_http11() {
                 .map(|h| h[1].as_str().unwrap().to_string())
         };
         assert_eq!(header("X-Forwarded-Proto").as_deref(), Some("https"));
+        // The SPEC's response headers, once each, over HTTP/2 too (its writer takes the
+        // header's parts, not the HTTP/1 wire form); the instance saw the same request id.
+        let r = curl(
+            gw.https,
+            host,
+            "/hello",
+            &ca.ca_pem(),
+            &["-D", "/dev/stderr"],
+        );
+        assert_eq!(
+            (r.exit, r.version.as_str(), r.status),
+            (0, "2", 200),
+            "{}",
+            r.stderr
+        );
+        let head = r.stderr.to_ascii_lowercase();
+        for name in [
+            "x-cloudbase-request-id: ",
+            "x-cloudbase-upstream-status-code: 200\r\n",
+            "x-cloudbase-upstream-timecost: ",
+            "x-cloudbase-upstream-type: ",
+        ] {
+            assert_eq!(head.matches(name).count(), 1, "{name} in {head}");
+        }
+        let seen: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        let id = head
+            .split("x-cloudbase-request-id: ")
+            .nth(1)
+            .and_then(|rest| rest.split("\r\n").next())
+            .unwrap();
+        let sent = seen["headers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| {
+                h[0].as_str()
+                    .unwrap()
+                    .eq_ignore_ascii_case("x-cloudbase-request-id")
+            })
+            .map(|h| h[1].as_str().unwrap().to_ascii_lowercase());
+        assert_eq!(sent.as_deref(), Some(id));
     }
     let r = curl(
         gw.https,

@@ -80,13 +80,6 @@ fn strip_cloudbase(resp: &mut ResponseHeader) {
 /// The kind of "could not send the error response" lines.
 const UNSENT: u64 = 0x756e_7365_6e74;
 
-/// Headers the edge chain adds to an upstream request at most: `X-Forwarded-For`, `-Proto`,
-/// `-Host`, `X-Real-IP`, the request id, the origin secret and six identity headers.
-const UPSTREAM_HEADERS_ADDED: usize = 12;
-/// Headers the chain adds to a response: the request id and the three upstream ones (CORS
-/// adds its own when it answers).
-const RESPONSE_HEADERS_ADDED: usize = 4;
-
 fn unsent_label() -> (Level, &'static str, String) {
     (
         Level::Warn,
@@ -232,9 +225,6 @@ impl ProxyHttp for Gateway {
         upstream: &mut RequestHeader,
         rc: &mut RequestCtx,
     ) -> Result<()> {
-        // The upstream request is a clone of the client's, its maps full: grow them once for
-        // what the chain adds rather than once per insert.
-        upstream.reserve_headers(UPSTREAM_HEADERS_ADDED);
         let flow = rc
             .snap
             .chain
@@ -274,7 +264,6 @@ impl ProxyHttp for Gateway {
         if crate::drain::draining() {
             session.set_keepalive(None);
         }
-        resp.reserve_headers(RESPONSE_HEADERS_ADDED);
         rc.snap.chain.response(resp, &mut rc.ctx);
         rc.ctx.status = resp.status.as_u16();
         Ok(())

@@ -144,20 +144,20 @@ impl Plugin for ForwardedFor {
         if trusted {
             let w = walk(peer, &entries(down), &self.trusted);
             if let Ok(v) = HeaderValue::from_str(&w.forwarded_for) {
-                up.insert_header_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v);
+                up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v);
             }
             let client = ctx.client_ip.unwrap_or(peer);
             if let Ok(v) = HeaderValue::from_str(write_ip(client, &mut buf)) {
-                up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, v);
+                up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
             }
         } else if let Some(v) = peer_text {
             // The peer is the client and the whole chain.
-            up.insert_header_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
-            up.insert_header_static(X_REAL_IP, wire::X_REAL_IP, v);
+            up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
+            up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
         }
         if !kept_proto {
             let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });
-            up.insert_header_static(X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, proto);
+            up.append_absent_static(X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, proto);
         }
         if !kept_host {
             let host = down
@@ -166,7 +166,7 @@ impl Plugin for ForwardedFor {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
                 .or_else(|| down.headers.get(HOST).cloned());
             if let Some(host) = host {
-                up.insert_header_static(X_FORWARDED_HOST, wire::X_FORWARDED_HOST, host);
+                up.append_absent_static(X_FORWARDED_HOST, wire::X_FORWARDED_HOST, host);
             }
         }
         Flow::Continue

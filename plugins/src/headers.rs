@@ -168,6 +168,124 @@ mod tests {
         assert_eq!(up.headers.get(X_WX_OPENID).unwrap(), "o1");
     }
 
+    fn wire_lines(wire_form: &[u8]) -> Vec<String> {
+        String::from_utf8(wire_form.to_vec())
+            .unwrap()
+            .split("\r\n")
+            .filter(|l| !l.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `append_absent_static` (`vendor/pingora-http`) keeps the chain's fields beside the header
+    /// maps: they must reach the wire after the client's, in their case, and every way out of
+    /// the header must carry them (HTTP/1 wire, HTTP/2 parts, conversion, clone).
+    #[test]
+    fn added_fields_reach_every_form_of_the_header() {
+        use pingora_http::{RequestHeader, ResponseHeader};
+        let mut up = RequestHeader::build("GET", b"/", None).unwrap();
+        up.append_header("x-client", "v").unwrap();
+        up.append_absent_static(
+            X_FORWARDED_FOR,
+            wire::X_FORWARDED_FOR,
+            "127.0.0.1".parse().unwrap(),
+        );
+        up.append_absent_static(X_WX_OPENID, wire::X_WX_OPENID, "o1".parse().unwrap());
+        // Not in the maps until written.
+        assert!(up.headers.get(X_WX_OPENID).is_none());
+        assert_eq!(
+            up.added_headers()
+                .map(|(n, v)| (n.as_str(), v.to_str().unwrap()))
+                .collect::<Vec<_>>(),
+            [("x-forwarded-for", "127.0.0.1"), ("x-wx-openid", "o1")]
+        );
+        let mut wire_form = Vec::new();
+        up.header_to_h1_wire(&mut wire_form);
+        assert_eq!(
+            wire_lines(&wire_form),
+            [
+                "x-client: v",
+                "X-Forwarded-For: 127.0.0.1",
+                "X-WX-OPENID: o1"
+            ]
+        );
+        // HTTP/2 and conversions take the parts: the fields are in their map.
+        let parts = up.as_owned_parts();
+        assert_eq!(parts.headers.get(X_WX_OPENID).unwrap(), "o1");
+        assert_eq!(parts.headers.get(X_FORWARDED_FOR).unwrap(), "127.0.0.1");
+        assert_eq!(parts.headers.len(), 3);
+        let cloned = up.clone();
+        let mut cloned_wire = Vec::new();
+        cloned.header_to_h1_wire(&mut cloned_wire);
+        assert_eq!(cloned_wire, wire_form);
+        let into: http::request::Parts = cloned.into();
+        assert_eq!(into.headers.get(X_WX_OPENID).unwrap(), "o1");
+
+        // A later insert of the same name replaces the added field; a removal removes it.
+        up.insert_header("x-wx-openid", "o2").unwrap();
+        up.insert_header_static(
+            X_FORWARDED_FOR,
+            wire::X_FORWARDED_FOR,
+            "10.0.0.1".parse().unwrap(),
+        );
+        assert_eq!(up.added_headers().count(), 0);
+        let mut wire_form = Vec::new();
+        up.header_to_h1_wire(&mut wire_form);
+        assert_eq!(
+            wire_lines(&wire_form),
+            [
+                "x-client: v",
+                "x-wx-openid: o2",
+                "X-Forwarded-For: 10.0.0.1"
+            ]
+        );
+        up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, "127.0.0.1".parse().unwrap());
+        assert_eq!(up.remove_header("X-Real-Ip").unwrap(), "127.0.0.1");
+        assert!(up.remove_header(&X_REAL_IP).is_none());
+        assert_eq!(up.added_headers().count(), 0);
+
+        // The response side, with and without a case map.
+        for mut resp in [
+            ResponseHeader::build(200, None).unwrap(),
+            ResponseHeader::build_no_case(200, None).unwrap(),
+        ] {
+            resp.insert_header("Content-Length", "0").unwrap();
+            resp.append_absent_static(
+                X_CLOUDBASE_REQUEST_ID,
+                wire::X_CLOUDBASE_REQUEST_ID,
+                "r1".parse().unwrap(),
+            );
+            let mut wire_form = Vec::new();
+            resp.header_to_h1_wire(&mut wire_form);
+            assert_eq!(
+                wire_lines(&wire_form),
+                ["Content-Length: 0", "X-Cloudbase-Request-Id: r1"]
+            );
+            assert_eq!(
+                resp.as_owned_parts()
+                    .headers
+                    .get(X_CLOUDBASE_REQUEST_ID)
+                    .unwrap(),
+                "r1"
+            );
+            let copy = resp.clone_without_case();
+            assert_eq!(copy.added_headers().count(), 1);
+            let boxed: Box<http::response::Parts> = Box::new(resp).into();
+            assert_eq!(boxed.headers.get(X_CLOUDBASE_REQUEST_ID).unwrap(), "r1");
+        }
+    }
+
+    /// Adding a name that is already there is the caller's mistake, caught in debug builds
+    /// (which the tests run): a release build would send the field twice.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "already in the header")]
+    fn adding_a_present_name_is_caught() {
+        let mut up = pingora_http::RequestHeader::build("GET", b"/", None).unwrap();
+        up.insert_header("X-Real-IP", "10.0.0.1").unwrap();
+        up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, "127.0.0.1".parse().unwrap());
+    }
+
     #[test]
     fn owned_headers_in_every_spelling() {
         for n in [

@@ -40,12 +40,12 @@ impl Plugin for RequestId {
 
     fn upstream_request(&self, _d: &RequestHeader, up: &mut RequestHeader, ctx: &mut Ctx) -> Flow {
         let id = ctx.request_id().clone();
-        up.insert_header_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
+        up.append_absent_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
         Flow::Continue
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
         let id = ctx.request_id().clone();
-        resp.insert_header_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
+        resp.append_absent_static(X_CLOUDBASE_REQUEST_ID, wire::X_CLOUDBASE_REQUEST_ID, id);
     }
 }

@@ -224,7 +224,7 @@ impl Plugin for Routing {
         // Proves to the instance that the request came through the gateway (the client's own
         // copy was stripped with the other owned headers).
         if let Some(secret) = ctx.instance.as_ref().and_then(|i| i.origin_secret.clone()) {
-            up.insert_header_static(
+            up.append_absent_static(
                 X_ANYSERVICE_AUTHORIZATION,
                 wire::X_ANYSERVICE_AUTHORIZATION,
                 secret,

@@ -57,17 +57,17 @@ impl Plugin for UpstreamInfo {
             .instance
             .as_ref()
             .map_or(DASH, |i| i.upstream_type.clone());
-        resp.insert_header_static(
+        resp.append_absent_static(
             X_CLOUDBASE_UPSTREAM_STATUS_CODE,
             wire::X_CLOUDBASE_UPSTREAM_STATUS_CODE,
             status,
         );
-        resp.insert_header_static(
+        resp.append_absent_static(
             X_CLOUDBASE_UPSTREAM_TIMECOST,
             wire::X_CLOUDBASE_UPSTREAM_TIMECOST,
             timecost,
         );
-        resp.insert_header_static(
+        resp.append_absent_static(
             X_CLOUDBASE_UPSTREAM_TYPE,
             wire::X_CLOUDBASE_UPSTREAM_TYPE,
             kind,

@@ -234,14 +234,14 @@ fn identity_headers(id: &Identity) -> Result<Vec<(HeaderName, &'static str, Head
 /// Sets the headers of a verified identity.
 fn set_identity(up: &mut RequestHeader, id: &Identity, ua: &[u8]) -> Result<(), ()> {
     for (name, case, v) in &id.headers {
-        up.insert_header_static(name.clone(), case, v.clone());
+        up.append_absent_static(name.clone(), case, v.clone());
     }
     let (source, platform) = ua::classify(ua);
     if let Some(s) = source {
-        up.insert_header_static(X_WX_SOURCE, wire::X_WX_SOURCE, HeaderValue::from_static(s));
+        up.append_absent_static(X_WX_SOURCE, wire::X_WX_SOURCE, HeaderValue::from_static(s));
     }
     if let Some(p) = platform {
-        up.insert_header_static(
+        up.append_absent_static(
             X_WX_PLATFORM,
             wire::X_WX_PLATFORM,
             HeaderValue::from_static(p),
@@ -298,7 +298,7 @@ impl Plugin for IdentityPlugin {
         if ctx.trusted_front {
             // The front's own X-WX-* headers are its word; only fill in the environment.
             if !up.headers.contains_key(&X_WX_ENV) {
-                up.insert_header_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
+                up.append_absent_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
             }
             return Flow::Continue;
         }
@@ -309,7 +309,7 @@ impl Plugin for IdentityPlugin {
                 up.remove_header(name);
             }
         }
-        up.insert_header_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
+        up.append_absent_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
         let Some(id) = &ctx.identity else {
             return Flow::Continue;
         };

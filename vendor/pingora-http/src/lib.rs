@@ -61,6 +61,10 @@ This idea is inspaired by hyper @nox
 */
 type CaseMap = HMap<CaseHeaderName>;
 
+/// anygate patch: fields added with `append_absent_static`, in order: the name, its case on the
+/// wire, the value. Kept beside the maps (not in them) until the header is written.
+type Added = Vec<(HeaderName, &'static str, HeaderValue)>;
+
 pub enum HeaderNameVariant<'a> {
     Case(&'a CaseHeaderName),
     Titled(&'a str),
@@ -88,6 +92,8 @@ pub struct RequestHeader {
     raw_target: RawTarget,
     // whether we send END_STREAM with HEADERS for h2 requests
     send_end_stream: bool,
+    // anygate patch: see `append_absent_static`
+    added: Added,
 }
 
 /// How a request-target is stored, and how [`RequestHeader::raw_path`] recovers it.
@@ -155,6 +161,7 @@ impl RequestHeader {
             header_name_map: None,
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            added: Added::new(),
         }
     }
 
@@ -223,6 +230,10 @@ impl RequestHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
+        let name = name.into_case_header_name();
+        if !self.added.is_empty() {
+            drop_added(&mut self.added, name.as_slice());
+        }
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -242,7 +253,40 @@ impl RequestHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+        if !self.added.is_empty() {
+            drop_added(&mut self.added, name.as_str().as_bytes());
+        }
         insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
+    }
+
+    /// anygate patch: add a field whose name the caller knows is not in the header (it removed
+    /// any copy, or the name is one only it sets), written as `case` after the other fields.
+    ///
+    /// Nothing is hashed or inserted: the field waits beside the header maps until the header
+    /// is written ([Self::header_to_h1_wire], [Self::as_owned_parts], the conversion into
+    /// parts). [Self::insert_header], [Self::insert_header_static] and [Self::remove_header]
+    /// of the same name replace or remove it. It is not in `headers` (the `Deref`): read it
+    /// with [Self::added_headers].
+    pub fn append_absent_static(
+        &mut self,
+        name: HeaderName,
+        case: &'static str,
+        value: HeaderValue,
+    ) {
+        debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+        debug_assert!(
+            !self.base.headers.contains_key(&name) && !self.added.iter().any(|(n, ..)| *n == name),
+            "append_absent_static: {name} is already in the header"
+        );
+        if self.added.capacity() == 0 {
+            self.added.reserve_exact(ADDED_ROOM);
+        }
+        self.added.push((name, case, value));
+    }
+
+    /// anygate patch: the fields added with [Self::append_absent_static], in order.
+    pub fn added_headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+        self.added.iter().map(|(n, _, v)| (n, v))
     }
 
     /// anygate patch: reserve room for `additional` more headers (in the value map and the
@@ -259,20 +303,28 @@ impl RequestHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        let removed = remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name);
+        if self.added.is_empty() {
+            return removed;
+        }
+        drop_added(&mut self.added, http::header::header_name_str(&name).as_bytes()).or(removed)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        added_to_h1_wire(&self.added, buf);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
+    ///
+    /// anygate patch: fields added with `append_absent_static` are not visited
+    /// ([Self::added_headers] lists them).
     pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
         case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
     }
@@ -304,6 +356,9 @@ impl RequestHeader {
                     case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
                 f(HeaderNameVariant::Titled(titled_header), value)?;
             }
+        }
+        for (_, case, value) in &self.added {
+            f(HeaderNameVariant::Titled(case), value)?;
         }
 
         Ok(())
@@ -421,17 +476,20 @@ impl RequestHeader {
     /// rebuilding a [RequestHeader] from the result serializes the URI's origin-form path
     /// instead of the original bytes. [Clone] keeps it; [Self::set_raw_path()] restores it.
     pub fn as_owned_parts(&self) -> ReqParts {
-        clone_req_parts(&self.base)
+        let mut parts = clone_req_parts(&self.base);
+        add_to_map(&mut parts.headers, self.added.iter().cloned());
+        parts
     }
 }
 
 impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_req_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
+            added: self.added.clone(),
         }
     }
 }
@@ -448,13 +506,16 @@ impl From<ReqParts> for RequestHeader {
             // The Uri is the only target available here, so it is the one that serializes.
             raw_target: RawTarget::FromUri,
             send_end_stream: true,
+            added: Added::new(),
         }
     }
 }
 
 impl From<RequestHeader> for ReqParts {
-    fn from(resp: RequestHeader) -> ReqParts {
-        resp.base
+    fn from(req: RequestHeader) -> ReqParts {
+        let mut base = req.base;
+        add_to_map(&mut base.headers, req.added);
+        base
     }
 }
 
@@ -478,6 +539,8 @@ pub struct ResponseHeader {
     header_name_map: Option<CaseMap>,
     // the reason phrase of the response, if unset, a default one will be used
     reason_phrase: Option<String>,
+    // anygate patch: see `append_absent_static`
+    added: Added,
 }
 
 impl AsRef<RespParts> for ResponseHeader {
@@ -499,9 +562,10 @@ impl ResponseHeader {
     /// header (framing, status) and never writes it out; cheaper to make and to drop.
     pub fn clone_without_case(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_resp_parts(&self.base),
             header_name_map: None,
             reason_phrase: self.reason_phrase.clone(),
+            added: self.added.clone(),
         }
     }
 }
@@ -509,9 +573,10 @@ impl ResponseHeader {
 impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
-            base: self.as_owned_parts(),
+            base: clone_resp_parts(&self.base),
             header_name_map: self.header_name_map.clone(),
             reason_phrase: self.reason_phrase.clone(),
+            added: self.added.clone(),
         }
     }
 }
@@ -523,19 +588,22 @@ impl From<RespParts> for ResponseHeader {
             base: parts,
             header_name_map: None,
             reason_phrase: None,
+            added: Added::new(),
         }
     }
 }
 
 impl From<ResponseHeader> for RespParts {
     fn from(resp: ResponseHeader) -> RespParts {
-        resp.base
+        let mut base = resp.base;
+        add_to_map(&mut base.headers, resp.added);
+        base
     }
 }
 
 impl From<Box<ResponseHeader>> for Box<RespParts> {
     fn from(resp: Box<ResponseHeader>) -> Box<RespParts> {
-        Box::new(resp.base)
+        Box::new(RespParts::from(*resp))
     }
 }
 
@@ -555,6 +623,7 @@ impl ResponseHeader {
             base,
             header_name_map: None,
             reason_phrase: None,
+            added: Added::new(),
         }
     }
 
@@ -612,6 +681,10 @@ impl ResponseHeader {
         let header_value = value
             .try_into()
             .explain_err(InvalidHTTPHeader, |_| "invalid value while insert")?;
+        let name = name.into_case_header_name();
+        if !self.added.is_empty() {
+            drop_added(&mut self.added, name.as_slice());
+        }
         insert_header_value(
             self.header_name_map.as_mut(),
             &mut self.base.headers,
@@ -631,7 +704,40 @@ impl ResponseHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+        if !self.added.is_empty() {
+            drop_added(&mut self.added, name.as_str().as_bytes());
+        }
         insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
+    }
+
+    /// anygate patch: add a field whose name the caller knows is not in the header (it removed
+    /// any copy, or the name is one only it sets), written as `case` after the other fields.
+    ///
+    /// Nothing is hashed or inserted: the field waits beside the header maps until the header
+    /// is written ([Self::header_to_h1_wire], [Self::as_owned_parts], the conversion into
+    /// parts). [Self::insert_header], [Self::insert_header_static] and [Self::remove_header]
+    /// of the same name replace or remove it. It is not in `headers` (the `Deref`): read it
+    /// with [Self::added_headers].
+    pub fn append_absent_static(
+        &mut self,
+        name: HeaderName,
+        case: &'static str,
+        value: HeaderValue,
+    ) {
+        debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+        debug_assert!(
+            !self.base.headers.contains_key(&name) && !self.added.iter().any(|(n, ..)| *n == name),
+            "append_absent_static: {name} is already in the header"
+        );
+        if self.added.capacity() == 0 {
+            self.added.reserve_exact(ADDED_ROOM);
+        }
+        self.added.push((name, case, value));
+    }
+
+    /// anygate patch: the fields added with [Self::append_absent_static], in order.
+    pub fn added_headers(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> + '_ {
+        self.added.iter().map(|(n, _, v)| (n, v))
     }
 
     /// anygate patch: reserve room for `additional` more headers (in the value map and the
@@ -648,20 +754,28 @@ impl ResponseHeader {
     where
         &'a N: 'a + AsHeaderName,
     {
-        remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name)
+        let removed = remove_header(self.header_name_map.as_mut(), &mut self.base.headers, name);
+        if self.added.is_empty() {
+            return removed;
+        }
+        drop_added(&mut self.added, http::header::header_name_str(&name).as_bytes()).or(removed)
     }
 
     /// Write the header to the `buf` in HTTP/1.1 wire format.
     ///
     /// The header case will be preserved.
     pub fn header_to_h1_wire(&self, buf: &mut impl BufMut) {
-        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf)
+        header_to_h1_wire(self.header_name_map.as_ref(), &self.base.headers, buf);
+        added_to_h1_wire(&self.added, buf);
     }
 
     /// If case sensitivity is enabled, returns an iterator to iterate over case-sensitive header names and values.
     /// Otherwise returns an empty iterator.
     ///
     /// Headers of the same name are visited in insertion order.
+    ///
+    /// anygate patch: fields added with `append_absent_static` are not visited
+    /// ([Self::added_headers] lists them).
     pub fn case_header_iter(&self) -> impl Iterator<Item = (&CaseHeaderName, &HeaderValue)> + '_ {
         case_header_iter(self.header_name_map.as_ref(), &self.base.headers)
     }
@@ -693,6 +807,9 @@ impl ResponseHeader {
                     case_header_name::titled_header_name_str(header).unwrap_or(header.as_str());
                 f(HeaderNameVariant::Titled(titled_header), value)?;
             }
+        }
+        for (_, case, value) in &self.added {
+            f(HeaderNameVariant::Titled(case), value)?;
         }
 
         Ok(())
@@ -739,7 +856,9 @@ impl ResponseHeader {
 
     /// Clone `self` into [http::response::Parts].
     pub fn as_owned_parts(&self) -> RespParts {
-        clone_resp_parts(&self.base)
+        let mut parts = clone_resp_parts(&self.base);
+        add_to_map(&mut parts.headers, self.added.iter().cloned());
+        parts
     }
 
     /// Helper function to set the HTTP content length on the response header.
@@ -1109,6 +1228,45 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
             buf.put_slice(value.as_ref());
             buf.put_slice(CRLF);
         }
+    }
+}
+
+/// anygate patch: room made for fields added with `append_absent_static` at the first one
+/// (anygate adds up to twelve to an upstream request, four to a response).
+const ADDED_ROOM: usize = 12;
+
+/// anygate patch: removes the added fields named `name` (any case); returns the last value.
+fn drop_added(added: &mut Added, name: &[u8]) -> Option<HeaderValue> {
+    let mut last = None;
+    let mut i = 0;
+    while i < added.len() {
+        if added[i].0.as_str().as_bytes().eq_ignore_ascii_case(name) {
+            last = Some(added.remove(i).2);
+        } else {
+            i += 1;
+        }
+    }
+    last
+}
+
+/// anygate patch: moves added fields into a header map (for HTTP/2 and the conversion into
+/// parts, which keep no case).
+fn add_to_map(map: &mut HMap, added: impl IntoIterator<Item = (HeaderName, &'static str, HeaderValue)>) {
+    for (name, _, value) in added {
+        // `try_append`: the map cannot reach `http`'s MAX_SIZE with a dozen fields, and the
+        // infallible `append` would panic if it did.
+        let _ = map.try_append(name, value);
+    }
+}
+
+/// anygate patch: writes the added fields after the others, in their case.
+#[inline]
+fn added_to_h1_wire(added: &Added, buf: &mut impl BufMut) {
+    for (_, case, value) in added {
+        buf.put_slice(case.as_bytes());
+        buf.put_slice(b": ");
+        buf.put_slice(value.as_ref());
+        buf.put_slice(b"\r\n");
     }
 }
 

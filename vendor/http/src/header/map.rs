@@ -12,6 +12,13 @@ use super::name::{HdrName, HeaderName, InvalidHeaderName};
 use super::HeaderValue;
 
 pub use self::as_header_name::AsHeaderName;
+
+/// anygate patch: the name `key` stands for, as it was given (a `&str` in any case). The
+/// sealed trait's `as_str` cannot be named outside this crate.
+#[doc(hidden)]
+pub fn header_name_str<K: AsHeaderName>(key: &K) -> &str {
+    as_header_name::Sealed::as_str(key)
+}
 pub use self::into_header_name::IntoHeaderName;
 
 /// A specialized [multimap](<https://en.wikipedia.org/wiki/Multimap>) for
