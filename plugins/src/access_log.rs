@@ -244,10 +244,38 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
     write_rfc3339_millis(t, &mut buf).to_string()
 }
 
-/// Like [`rfc3339_millis`], into a buffer (no `fmt`, no allocation: it runs per request).
+/// Like [`rfc3339_millis`], into a buffer (no `fmt`, no allocation: it runs per request). The
+/// date and time of day are written once per second per thread; each call adds the
+/// milliseconds.
 pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
+    LAST_SECOND.with(|last| {
+        let (at, text) = last.get();
+        if at == secs && at != 0 {
+            buf[..20].copy_from_slice(&text);
+        } else {
+            write_second(secs, buf);
+            let mut text = [0u8; 20];
+            text.copy_from_slice(&buf[..20]);
+            last.set((secs, text));
+        }
+    });
+    let ms = d.subsec_millis();
+    buf[20] = b'0' + (ms / 100) as u8;
+    buf[21] = b'0' + (ms / 10 % 10) as u8;
+    buf[22] = b'0' + (ms % 10) as u8;
+    buf[23] = b'Z';
+    std::str::from_utf8(&buf[..]).unwrap_or("")
+}
+
+thread_local! {
+    /// The last second this thread wrote, and its `YYYY-MM-DDTHH:MM:SS.` (0: none yet).
+    static LAST_SECOND: std::cell::Cell<(u64, [u8; 20])> = const { std::cell::Cell::new((0, [0; 20])) };
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.` for `secs` since the epoch, into `buf[..20]`.
+fn write_second(secs: u64, buf: &mut [u8; 24]) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, day) = civil_from_days(days as i64);
     let mut put = |at: usize, width: usize, mut v: u64| {
@@ -262,7 +290,6 @@ pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     put(11, 2, rem / 3600);
     put(14, 2, rem / 60 % 60);
     put(17, 2, rem % 60);
-    put(20, 3, u64::from(d.subsec_millis()));
     for (at, c) in [
         (4, b'-'),
         (7, b'-'),
@@ -270,11 +297,9 @@ pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
         (13, b':'),
         (16, b':'),
         (19, b'.'),
-        (23, b'Z'),
     ] {
         buf[at] = c;
     }
-    std::str::from_utf8(&buf[..]).unwrap_or("")
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
@@ -306,6 +331,11 @@ mod tests {
         assert_eq!(at(1_700_000_000, 123), "2023-11-14T22:13:20.123Z");
         assert_eq!(at(4_102_444_799, 999), "2099-12-31T23:59:59.999Z");
         assert_eq!(at(1_709_251_199, 0), "2024-02-29T23:59:59.000Z");
+        // The second is kept per thread: the same second again, the next one, and back.
+        assert_eq!(at(1_709_251_199, 7), "2024-02-29T23:59:59.007Z");
+        assert_eq!(at(1_709_251_200, 999), "2024-03-01T00:00:00.999Z");
+        assert_eq!(at(1_709_251_199, 10), "2024-02-29T23:59:59.010Z");
+        assert_eq!(at(0, 1), "1970-01-01T00:00:00.001Z");
     }
 
     #[test]

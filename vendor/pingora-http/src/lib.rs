@@ -253,8 +253,8 @@ impl RequestHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        if !self.added.is_empty() {
-            drop_added(&mut self.added, name.as_str().as_bytes());
+        if self.added.iter().any(|(n, ..)| *n == name) {
+            self.added.retain(|(n, ..)| *n != name);
         }
         insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
     }
@@ -704,8 +704,8 @@ impl ResponseHeader {
         value: HeaderValue,
     ) {
         debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        if !self.added.is_empty() {
-            drop_added(&mut self.added, name.as_str().as_bytes());
+        if self.added.iter().any(|(n, ..)| *n == name) {
+            self.added.retain(|(n, ..)| *n != name);
         }
         insert_header_static(self.header_name_map.as_mut(), &mut self.base.headers, name, case, value);
     }
