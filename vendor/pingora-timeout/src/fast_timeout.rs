@@ -91,9 +91,13 @@ pub struct FastTimeout(Duration);
 impl ToTimeout for FastTimeout {
     fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
         // anygate patch: the clock thread is checked here, when a timer is registered, rather
-        // than each time a timeout is created (most complete before they need a timer).
-        check_clock_thread(&TIMER_MANAGER);
-        Box::pin(TIMER_MANAGER.register_timer(self.0).poll())
+        // than each time a timeout is created (most complete before they need a timer); the
+        // timer is a slot in this thread's table (`slots.rs`), not a shared bucket's `Notify`.
+        let (timer, stale) = TIMER_MANAGER.register_slot(self.0);
+        if stale {
+            check_clock_thread(&TIMER_MANAGER);
+        }
+        Box::pin(timer)
     }
 
     fn create(d: Duration) -> Self {

@@ -34,6 +34,7 @@
 //!
 
 pub mod fast_timeout;
+mod slots;
 pub mod timer;
 
 pub use fast_timeout::fast_sleep as sleep;

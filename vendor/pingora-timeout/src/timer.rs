@@ -100,6 +100,8 @@ impl Timer {
 pub struct TimerManager {
     // each thread insert into its local timer tree to avoid lock contention
     timers: ThreadLocal<RwLock<BTreeMap<Time, Timer>>>,
+    // anygate patch: each thread's deadline slots for fast timeouts (`slots.rs`)
+    slots: ThreadLocal<crate::slots::Shared>,
     zero: Instant, // the reference zero point of Timestamp
     // Start a new clock thread if this is -1 or staled. The clock thread should keep updating this
     clock_watchdog: AtomicI64,
@@ -113,6 +115,7 @@ impl Default for TimerManager {
     fn default() -> Self {
         TimerManager {
             timers: ThreadLocal::new(),
+            slots: ThreadLocal::new(),
             zero: Instant::now(),
             clock_watchdog: AtomicI64::new(-DELAYS_SEC),
             paused: AtomicBool::new(false),
@@ -128,6 +131,7 @@ impl TimerManager {
 
     // This thread sleeps for a resolution time and then fires all the timers that are due to fire
     pub(crate) fn clock_thread(&self) {
+        let mut wake = Vec::new();
         loop {
             std::thread::sleep(RESOLUTION_DURATION);
             let now = Instant::now() - self.zero;
@@ -159,6 +163,11 @@ impl TimerManager {
                     }
                 }
                 // write lock drops here
+            }
+            // anygate patch: the fast timeouts' slots due by now
+            let now = now as u64;
+            for table in self.slots.iter() {
+                crate::slots::fire_due(table, now, &mut wake);
             }
         }
     }
@@ -219,6 +228,29 @@ impl TimerManager {
         let stub = timer.subscribe();
         timers.insert(now, timer);
         stub
+    }
+
+    /// anygate patch: a timer in this thread's deadline slots (`slots.rs`), for a fast
+    /// timeout; and whether the clock thread's watchdog looked stale (the caller then checks
+    /// the thread, `check_clock_thread`). One clock read serves both.
+    pub(crate) fn register_slot(&self, duration: Duration) -> (crate::slots::SlotTimer, bool) {
+        if self.is_paused_for_fork() {
+            // As `register_timer`: fire at once rather than take a lock across the fork.
+            return (crate::slots::SlotTimer::fired(), false);
+        }
+        // In u64 milliseconds: `Time`'s u128 rounding costs a 128-bit division per timer.
+        let since_zero = Instant::now().saturating_duration_since(self.zero);
+        let stale = since_zero.as_secs() as i64
+            >= self.clock_watchdog.load(Ordering::Relaxed) + DELAYS_SEC;
+        let now_ms = since_zero.as_secs() * 1000 + u64::from(since_zero.subsec_millis());
+        let duration_ms = duration.as_secs().saturating_mul(1000)
+            + u64::from(duration.subsec_millis());
+        // Rounded up to the resolution, as `Time` does: never before the duration has passed.
+        let deadline = (now_ms.saturating_add(duration_ms).saturating_add(RESOLUTION_MS - 1)
+            / RESOLUTION_MS)
+            .saturating_mul(RESOLUTION_MS);
+        let table = self.slots.get_or(crate::slots::new_table);
+        (crate::slots::register(table, deadline), stale)
     }
 
     fn is_paused_for_fork(&self) -> bool {
