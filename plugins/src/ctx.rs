@@ -154,13 +154,11 @@ pub fn new_request_id() -> HeaderValue {
     let lo: u64 = (rand_lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
     let mut out = [b'-'; 36];
     // Two hex digits per byte, skipping the dashes' places (8-4-4-4-12).
-    let bytes = [hi.to_be_bytes(), lo.to_be_bytes()];
-    for (i, byte) in bytes.iter().flatten().enumerate() {
-        let at = 2 * i
-            + usize::from(i >= 4)
-            + usize::from(i >= 6)
-            + usize::from(i >= 8)
-            + usize::from(i >= 10);
+    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+    let hi = hi.to_be_bytes();
+    let lo = lo.to_be_bytes();
+    for (i, &at) in AT.iter().enumerate() {
+        let byte = if i < 8 { hi[i] } else { lo[i - 8] };
         out[at] = HEX[usize::from(byte >> 4)];
         out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
@@ -179,6 +177,14 @@ mod tests {
         let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "7", "version nibble");
+        for (i, c) in a.char_indices() {
+            let dash = matches!(i, 8 | 13 | 18 | 23);
+            assert_eq!(c == '-', dash, "{a}: {i}");
+            assert!(
+                dash || c.is_ascii_hexdigit() && !c.is_ascii_uppercase(),
+                "{a}: {i}"
+            );
+        }
         assert!(matches!(&a[19..20], "8" | "9" | "a" | "b"), "variant");
         assert!(a < b, "{a} then {b}");
         let many: std::collections::HashSet<String> = (0..10_000)
