@@ -150,7 +150,7 @@ fn push_ms(out: &mut Vec<u8>, d: Duration) {
 /// a generic serializer costs several times more.
 fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     let req = session.req_header();
-    let elapsed = ctx.start.elapsed();
+    let elapsed = ctx.elapsed();
     let raw = req.raw_path();
     let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
     let host = match req.uri.authority() {

@@ -81,9 +81,19 @@ pub struct Ctx {
     pub body_limit: Option<u64>,
     /// CORS response headers decided in the request phase (cors plugin), wire-case names.
     pub cors_headers: Vec<(&'static str, HeaderValue)>,
+    /// When the request ended: read once before the logging phase, so that the access log,
+    /// the metrics and the console share one clock read (and one duration).
+    pub end: Option<Instant>,
 }
 
 impl Ctx {
+    /// The request's duration: to its end once that is set (the logging phase), else to now.
+    pub fn elapsed(&self) -> Duration {
+        self.end
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(self.start)
+    }
+
     pub fn new(generation: u64) -> Ctx {
         Ctx {
             start: Instant::now(),
@@ -108,6 +118,7 @@ impl Ctx {
             status: 0,
             request_body_bytes: 0,
             body_limit: None,
+            end: None,
             cors_headers: Vec::new(),
         }
     }
@@ -191,6 +202,20 @@ mod tests {
             .map(|_| new_request_id().to_str().unwrap().to_string())
             .collect();
         assert_eq!(many.len(), 10_000);
+    }
+
+    #[test]
+    fn the_duration_stops_at_the_end_once_set() {
+        let mut ctx = Ctx::new(1);
+        assert!(ctx.elapsed() >= Duration::ZERO);
+        ctx.end = Some(ctx.start + Duration::from_millis(1234));
+        assert_eq!(ctx.elapsed(), Duration::from_millis(1234));
+        std::thread::sleep(Duration::from_millis(2));
+        assert_eq!(ctx.elapsed(), Duration::from_millis(1234));
+        // An end before the start (it cannot happen) reads as zero, not a panic.
+        ctx.end = Some(ctx.start);
+        ctx.start += Duration::from_millis(5);
+        assert_eq!(ctx.elapsed(), Duration::ZERO);
     }
 
     #[test]

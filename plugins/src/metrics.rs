@@ -59,7 +59,7 @@ impl Plugin for Metrics {
         let status = sent_status(session, ctx);
         let mut buf = [0; 3];
         let code = status_label(status, &mut buf);
-        let elapsed = secs(ctx.start.elapsed());
+        let elapsed = secs(ctx.elapsed());
         // The usual cases use handles resolved once per route or instance; anything else
         // (requests that matched nothing) looks its series up by label.
         let series = match (ctx.entry, &ctx.route, &ctx.instance) {

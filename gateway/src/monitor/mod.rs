@@ -108,7 +108,8 @@ impl Monitor {
         if !self.enabled {
             return;
         }
-        let elapsed = ctx.start.elapsed();
+        let elapsed = ctx.elapsed();
+        let at = ctx.start + elapsed;
         let status = sent_status(session, ctx);
         let failure = match (&ctx.instance, error) {
             (Some(_), Some(e)) => upstream_error_kind(e),
@@ -126,6 +127,7 @@ impl Monitor {
             status,
             duration_us,
             upstream,
+            at,
         });
         if self.recent.capacity() == 0 {
             return;

@@ -34,6 +34,8 @@ pub struct Observation<'a> {
     pub status: u16,
     pub duration_us: u64,
     pub upstream: Upstream,
+    /// When the request ended (its last answer or failure, for the instance's state).
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -180,12 +182,12 @@ impl Traffic {
             Upstream::Answered => {
                 cell.answered += 1;
                 cell.failed_since_answer = 0;
-                cell.last_answer = Some(Instant::now());
+                cell.last_answer = Some(o.at);
             }
             Upstream::Failed(kind) => {
                 cell.failed += 1;
                 cell.failed_since_answer += 1;
-                cell.last_failure = Some((Instant::now(), kind));
+                cell.last_failure = Some((o.at, kind));
             }
         }
     }
@@ -291,6 +293,7 @@ mod tests {
                 status,
                 duration_us: us,
                 upstream: up,
+                at: Instant::now(),
             });
         }
         t.observe(&Observation {
@@ -299,6 +302,7 @@ mod tests {
             status: 404,
             duration_us: 100,
             upstream: Upstream::None,
+            at: Instant::now(),
         });
         let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         let (s, proxied) = t.tick(
