@@ -273,15 +273,7 @@ impl RequestHeader {
         case: &'static str,
         value: HeaderValue,
     ) {
-        debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        debug_assert!(
-            !self.base.headers.contains_key(&name) && !self.added.iter().any(|(n, ..)| *n == name),
-            "append_absent_static: {name} is already in the header"
-        );
-        if self.added.capacity() == 0 {
-            self.added.reserve_exact(ADDED_ROOM);
-        }
-        self.added.push((name, case, value));
+        append_absent(&mut self.added, &self.base.headers, REQUEST_ADDED_ROOM, name, case, value);
     }
 
     /// anygate patch: the fields added with [Self::append_absent_static], in order.
@@ -724,15 +716,7 @@ impl ResponseHeader {
         case: &'static str,
         value: HeaderValue,
     ) {
-        debug_assert!(name.as_str().eq_ignore_ascii_case(case));
-        debug_assert!(
-            !self.base.headers.contains_key(&name) && !self.added.iter().any(|(n, ..)| *n == name),
-            "append_absent_static: {name} is already in the header"
-        );
-        if self.added.capacity() == 0 {
-            self.added.reserve_exact(ADDED_ROOM);
-        }
-        self.added.push((name, case, value));
+        append_absent(&mut self.added, &self.base.headers, RESPONSE_ADDED_ROOM, name, case, value);
     }
 
     /// anygate patch: the fields added with [Self::append_absent_static], in order.
@@ -1231,9 +1215,32 @@ fn header_to_h1_wire(key_map: Option<&CaseMap>, value_map: &HMap, buf: &mut impl
     }
 }
 
-/// anygate patch: room made for fields added with `append_absent_static` at the first one
-/// (anygate adds up to twelve to an upstream request, four to a response).
-const ADDED_ROOM: usize = 12;
+/// anygate patch: room made for fields added with `append_absent_static` at the first one:
+/// anygate adds up to twelve to an upstream request, four to a response. The response gets
+/// the same room: room for four measured 160 instructions more per SDK call in callgrind.
+const REQUEST_ADDED_ROOM: usize = 12;
+const RESPONSE_ADDED_ROOM: usize = REQUEST_ADDED_ROOM;
+
+/// anygate patch: `append_absent_static` for either header type.
+#[inline]
+fn append_absent(
+    added: &mut Added,
+    value_map: &HMap,
+    room: usize,
+    name: HeaderName,
+    case: &'static str,
+    value: HeaderValue,
+) {
+    debug_assert!(name.as_str().eq_ignore_ascii_case(case));
+    debug_assert!(
+        !value_map.contains_key(&name) && !added.iter().any(|(n, ..)| *n == name),
+        "append_absent_static: {name} is already in the header"
+    );
+    if added.capacity() == 0 {
+        added.reserve_exact(room);
+    }
+    added.push((name, case, value));
+}
 
 /// anygate patch: removes the added fields named `name` (any case); returns the last value.
 fn drop_added(added: &mut Added, name: &[u8]) -> Option<HeaderValue> {
