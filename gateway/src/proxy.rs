@@ -5,8 +5,8 @@ use crate::front::Refusal;
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
 use anygate_plugins::headers::{
-    has_underscore, is_cloudbase, is_owned, is_wx, remove_request_headers, remove_response_headers,
-    X_WX_SERVICE,
+    has_underscore, is_cloudbase, is_forwarding, is_owned, is_wx, remove_request_headers,
+    remove_response_headers, X_WX_SERVICE,
 };
 use anygate_plugins::log_limit::{self, Admit};
 use anygate_plugins::metrics::final_status;
@@ -64,12 +64,16 @@ impl Drop for InFlight {
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
 /// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
-/// passed along, which a CGI-style backend would read as the real one).
-fn strip_owned(req: &mut RequestHeader, keep_wx: bool) {
+/// passed along, which a CGI-style backend would read as the real one). Returns whether the
+/// request has forwarding headers (`forwarded_for` deals with those), seen on the same walk.
+fn strip_owned(req: &mut RequestHeader, keep_wx: bool) -> bool {
+    let mut forwarding = false;
     remove_request_headers(req, |n| {
         let n = n.as_str();
+        forwarding |= is_forwarding(n);
         is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
     });
+    forwarding
 }
 
 /// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
@@ -142,7 +146,7 @@ impl ProxyHttp for Gateway {
         ctx.client_ip = ctx.peer_ip;
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         snap.chain.early(session.req_header(), ctx);
-        strip_owned(session.req_header_mut(), ctx.trusted_front);
+        ctx.forwarding_sent = strip_owned(session.req_header_mut(), ctx.trusted_front);
         // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
         // `force_https`); then a connection over a cap is refused; then `CONNECT`, `OPTIONS *`
         // and unusable URLs are answered, and `force_https` domains redirected: all before any

@@ -113,6 +113,22 @@ fn is_plain(s: &[u8]) -> bool {
         .all(|&b| (0x20..0x80).contains(&b) && b != b'"' && b != b'\\')
 }
 
+/// A JSON string anygate wrote itself (a time, an address, a request id, a method, a label):
+/// ASCII without `"`, `\\` or controls, so it needs no escaping and no check.
+fn push_own(out: &mut Vec<u8>, s: &[u8]) {
+    debug_assert!(is_plain(s), "{s:?}");
+    out.push(b'"');
+    out.extend_from_slice(s);
+    out.push(b'"');
+}
+
+fn push_opt_own(out: &mut Vec<u8>, s: Option<&[u8]>) {
+    match s {
+        Some(s) => push_own(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 fn push_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
         Some(s) => push_str(out, s),
@@ -163,21 +179,23 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
         SystemTime::now().checked_sub(elapsed).unwrap_or(UNIX_EPOCH),
         &mut time,
     );
-    let request_id = Some(ctx.request_id_str()).filter(|id| *id != "-");
+    // Always anygate's own (hex digits and dashes): no request id is taken from a client.
+    let request_id = ctx.request_id_bytes();
     out.extend_from_slice(b"{\"time\":");
-    push_str(out, time.as_bytes());
+    push_own(out, time);
     out.extend_from_slice(b",\"request_id\":");
-    push_opt_str(out, request_id.map(str::as_bytes));
+    push_opt_own(out, request_id);
     out.extend_from_slice(b",\"client_ip\":");
-    push_opt_str(out, ctx.client_ip.map(|c| write_ip(c, &mut ip).as_bytes()));
+    push_opt_own(out, ctx.client_ip.map(|c| write_ip(c, &mut ip)));
     out.extend_from_slice(b",\"method\":");
-    push_str(out, req.method.as_str().as_bytes());
+    // A method is a token (RFC 9110 §5.6.2): no `"`, `\\` or controls.
+    push_own(out, req.method.as_str().as_bytes());
     out.extend_from_slice(b",\"host\":");
     push_opt_str(out, host);
     out.extend_from_slice(b",\"path\":");
     push_str(out, path);
     out.extend_from_slice(b",\"entry\":");
-    push_str(out, ctx.entry.label().as_bytes());
+    push_own(out, ctx.entry.label().as_bytes());
     out.extend_from_slice(b",\"route\":");
     push_opt_str(out, ctx.route.as_ref().map(|r| r.label.as_bytes()));
     out.extend_from_slice(b",\"instance\":");
@@ -201,7 +219,7 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"user_agent\":");
     push_opt_str(out, req.headers.get(USER_AGENT).map(|h| h.as_bytes()));
     out.extend_from_slice(b",\"error\":");
-    push_opt_str(out, ctx.error.map(|e| e.as_str().as_bytes()));
+    push_opt_own(out, ctx.error.map(|e| e.as_str().as_bytes()));
     if include_openid {
         out.extend_from_slice(b",\"openid\":");
         push_opt_str(out, ctx.identity.as_ref().map(|i| i.openid.as_bytes()));
@@ -241,13 +259,13 @@ impl Plugin for AccessLog {
 /// `2026-01-02T03:04:05.678Z`
 pub fn rfc3339_millis(t: SystemTime) -> String {
     let mut buf = [0u8; 24];
-    write_rfc3339_millis(t, &mut buf).to_string()
+    String::from_utf8_lossy(write_rfc3339_millis(t, &mut buf)).into_owned()
 }
 
-/// Like [`rfc3339_millis`], into a buffer (no `fmt`, no allocation: it runs per request). The
-/// date and time of day are written once per second per thread; each call adds the
-/// milliseconds.
-pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
+/// Like [`rfc3339_millis`], into a buffer, as ASCII bytes (no `fmt`, no allocation, no UTF-8
+/// check: it runs per request). The date and time of day are written once per second per
+/// thread; each call adds the milliseconds.
+pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &[u8] {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
     LAST_SECOND.with(|last| {
@@ -266,7 +284,7 @@ pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &str {
     buf[21] = b'0' + (ms / 10 % 10) as u8;
     buf[22] = b'0' + (ms % 10) as u8;
     buf[23] = b'Z';
-    std::str::from_utf8(&buf[..]).unwrap_or("")
+    &buf[..]
 }
 
 thread_local! {

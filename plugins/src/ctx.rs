@@ -3,6 +3,7 @@
 use crate::error::ErrorCode;
 use crate::routes::{Instance, Route, RouteTable};
 use crate::Limits;
+use bytes::Bytes;
 use http::HeaderValue;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -61,6 +62,10 @@ pub struct Ctx {
     pub wx_service: Option<HeaderValue>,
     /// Whether the peer is a trusted front whose `X-WX-*` headers are kept (identity plugin).
     pub trusted_front: bool,
+    /// Whether the client's request may carry forwarding headers (`X-Forwarded-*`,
+    /// `Forwarded`, `X-Real-IP`). The runner's walk over the names clears it when there are
+    /// none, so that `forwarded_for` need not walk them again.
+    pub forwarding_sent: bool,
     pub identity: Option<Arc<Identity>>,
     pub entry: Entry,
     pub route: Option<Arc<Route>>,
@@ -106,6 +111,7 @@ impl Ctx {
             client_ip: None,
             wx_service: None,
             trusted_front: false,
+            forwarding_sent: true,
             identity: None,
             entry: Entry::None,
             route: None,
@@ -173,7 +179,10 @@ pub fn new_request_id() -> HeaderValue {
         out[at] = HEX[usize::from(byte >> 4)];
         out[at + 1] = HEX[usize::from(byte & 0xf)];
     }
-    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
+    // Owned by its `Bytes` from the start: the id is cloned into the upstream request and the
+    // response, and a clone of a copied slice would allocate again to become shared.
+    HeaderValue::from_maybe_shared(Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use crate::net::{canonical, parse_forwarded_entry, write_ip, Cidr, CidrSet};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
+use bytes::Bytes;
 use http::header::HOST;
 use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
@@ -128,32 +129,38 @@ impl Plugin for ForwardedFor {
         // What a trusted proxy sent and stays (nothing else of the kind does): tells the
         // `X-Forwarded-Proto`/`-Host` fill-ins below without two more lookups.
         let (mut kept_proto, mut kept_host) = (false, false);
-        remove_request_headers(up, |n| {
-            if !is_forwarding(n.as_str()) {
-                return false;
-            }
-            if keep(n) {
-                kept_proto |= *n == X_FORWARDED_PROTO;
-                kept_host |= *n == X_FORWARDED_HOST;
-                return false;
-            }
-            true
-        });
+        // The runner's walk over the names found none of these: no second walk.
+        if ctx.forwarding_sent {
+            remove_request_headers(up, |n| {
+                if !is_forwarding(n.as_str()) {
+                    return false;
+                }
+                if keep(n) {
+                    kept_proto |= *n == X_FORWARDED_PROTO;
+                    kept_host |= *n == X_FORWARDED_HOST;
+                    return false;
+                }
+                true
+            });
+        }
         let mut buf = [0u8; 46];
-        let peer_text = HeaderValue::from_str(write_ip(peer, &mut buf)).ok();
         if trusted {
             let w = walk(peer, &entries(down), &self.trusted);
             if let Ok(v) = HeaderValue::from_str(&w.forwarded_for) {
                 up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v);
             }
             let client = ctx.client_ip.unwrap_or(peer);
-            if let Ok(v) = HeaderValue::from_str(write_ip(client, &mut buf)) {
+            if let Ok(v) = HeaderValue::from_bytes(write_ip(client, &mut buf)) {
                 up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
             }
-        } else if let Some(v) = peer_text {
-            // The peer is the client and the whole chain.
-            up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
-            up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
+        } else {
+            // The peer is the client and the whole chain. Its text is owned by its `Bytes`: it
+            // is sent twice, and a clone of a copied slice would allocate again to be shared.
+            let n = write_ip(peer, &mut buf).len();
+            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from_owner(buf).slice(..n)) {
+                up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
+                up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
+            }
         }
         if !kept_proto {
             let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });

@@ -339,8 +339,15 @@ pub fn host_without_port(host: &str) -> &str {
             None => host,
         };
     }
-    match host.rsplit_once(':') {
-        Some((h, port)) if !h.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => h,
+    // Digits (or none) after the last `:`, and no other `:` (an IPv6 address without brackets
+    // keeps its last group). Read from the end: most hosts have neither a port nor a `:`.
+    let b = host.as_bytes();
+    let mut colon = b.len();
+    while colon > 0 && b[colon - 1].is_ascii_digit() {
+        colon -= 1;
+    }
+    match colon.checked_sub(1) {
+        Some(at) if b[at] == b':' && !b[..at].contains(&b':') => &host[..at],
         _ => host,
     }
 }
@@ -640,6 +647,15 @@ mod tests {
         assert_eq!(host_without_port("example.com"), "example.com");
         assert_eq!(host_without_port("[::1]:80"), "[::1]");
         assert_eq!(host_without_port("[::1]"), "[::1]");
+        // An empty port goes too; anything else after the last `:` is not a port.
+        assert_eq!(host_without_port("example.com:"), "example.com");
+        assert_eq!(host_without_port("example.com:8x0"), "example.com:8x0");
+        assert_eq!(host_without_port("8080"), "8080");
+        assert_eq!(host_without_port(":80"), "");
+        assert_eq!(host_without_port(""), "");
+        // Two colons: an IPv6 address without brackets, left whole.
+        assert_eq!(host_without_port("2001:db8::1"), "2001:db8::1");
+        assert_eq!(host_without_port("a:b:80"), "a:b:80");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Verified tokens, remembered: a client sends the same Bearer token on every request, and
 //! checking its HMAC each time is most of what the identity plugin costs. A token is looked up
-//! by its exact text; its expiry is checked on every hit.
+//! by its exact bytes (no UTF-8 check on a hit); its expiry is checked on every hit.
 //!
 //! Each worker thread keeps its own map, so threads never contend for it (one shared map, even
 //! sharded, had two threads locking the same shard for the same token). Bounded: a thread's
@@ -19,7 +19,7 @@ const PER_THREAD: usize = 8192;
 /// Caches (plugin instances, one per config generation) one thread keeps maps for.
 const CACHES_PER_THREAD: usize = 4;
 
-type Tokens = HashMap<Box<str>, (Arc<Identity>, u64), RandomState>;
+type Tokens = HashMap<Box<[u8]>, (Arc<Identity>, u64), RandomState>;
 
 thread_local! {
     /// (cache id, its tokens): at most `CACHES_PER_THREAD`, found by a look down the list (a
@@ -45,7 +45,7 @@ impl Default for TokenCache {
 
 impl TokenCache {
     /// The identity of a token verified before and not expired at `now`.
-    pub fn get(&self, token: &str, now: u64) -> Option<Arc<Identity>> {
+    pub fn get(&self, token: &[u8], now: u64) -> Option<Arc<Identity>> {
         LOCAL.with(|local| {
             let mut local = local.try_borrow_mut().ok()?;
             let (_, tokens) = local.iter_mut().find(|(id, _)| *id == self.id)?;
@@ -61,7 +61,7 @@ impl TokenCache {
     }
 
     /// Remembers a verified token until `exp` (Unix seconds).
-    pub fn put(&self, token: &str, id: Arc<Identity>, exp: u64) {
+    pub fn put(&self, token: &[u8], id: Arc<Identity>, exp: u64) {
         LOCAL.with(|local| {
             let Ok(mut local) = local.try_borrow_mut() else {
                 return;
@@ -110,33 +110,33 @@ mod tests {
     #[test]
     fn hits_until_expiry_then_forgets() {
         let c = TokenCache::default();
-        c.put("tok", id("o1"), 100);
+        c.put(b"tok", id("o1"), 100);
         assert_eq!(
-            c.get("tok", 99).map(|i| i.openid.clone()),
+            c.get(b"tok", 99).map(|i| i.openid.clone()),
             Some("o1".into())
         );
-        assert!(c.get("tok", 100).is_none(), "expired at exp");
-        assert!(c.get("tok", 50).is_none(), "and forgotten");
-        assert!(c.get("other", 1).is_none());
+        assert!(c.get(b"tok", 100).is_none(), "expired at exp");
+        assert!(c.get(b"tok", 50).is_none(), "and forgotten");
+        assert!(c.get(b"other", 1).is_none());
     }
 
     #[test]
     fn caches_share_nothing() {
         let (a, b) = (TokenCache::default(), TokenCache::default());
-        a.put("tok", id("o1"), u64::MAX);
-        assert!(b.get("tok", 1).is_none());
+        a.put(b"tok", id("o1"), u64::MAX);
+        assert!(b.get(b"tok", 1).is_none());
     }
 
     #[test]
     fn stays_bounded_with_many_callers_and_generations() {
         let c = TokenCache::default();
         for i in 0..50_000 {
-            c.put(&format!("token-{i}"), id("o"), u64::MAX);
+            c.put(format!("token-{i}").as_bytes(), id("o"), u64::MAX);
         }
         assert!(c.len() <= PER_THREAD, "{}", c.len());
         let old: Vec<TokenCache> = (0..10).map(|_| TokenCache::default()).collect();
         for g in &old {
-            g.put("t", id("o"), u64::MAX);
+            g.put(b"t", id("o"), u64::MAX);
         }
         LOCAL.with(|l| assert!(l.borrow().len() <= CACHES_PER_THREAD));
     }
