@@ -363,7 +363,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
-        rc.ctx.end = Some(Instant::now());
+        rc.ctx.finish(Instant::now());
         rc.snap.chain.logging(session, &rc.ctx, e);
         self.store.monitor.record(session, &rc.ctx, e);
     }

@@ -175,10 +175,7 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     };
     let mut time = [0u8; 24];
     let mut ip = [0u8; 46];
-    let time = write_rfc3339_millis(
-        SystemTime::now().checked_sub(elapsed).unwrap_or(UNIX_EPOCH),
-        &mut time,
-    );
+    let time = write_rfc3339_millis(ctx.started_at, &mut time);
     // Always anygate's own (hex digits and dashes): no request id is taken from a client.
     let request_id = ctx.request_id_bytes();
     out.extend_from_slice(b"{\"time\":");

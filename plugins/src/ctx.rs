@@ -46,6 +46,9 @@ pub struct Identity {
 /// Per-request state, created when the request starts and dropped when it is logged.
 pub struct Ctx {
     pub start: Instant,
+    /// The wall-clock time of `start`, read with it: the request id's time, the token expiry
+    /// check and the access log's `time` share this one read.
+    pub started_at: SystemTime,
     /// The snapshot generation this request runs on, start to end.
     pub generation: u64,
     /// That snapshot's route table and body limits.
@@ -86,22 +89,30 @@ pub struct Ctx {
     pub body_limit: Option<u64>,
     /// CORS response headers decided in the request phase (cors plugin), wire-case names.
     pub cors_headers: Vec<(&'static str, HeaderValue)>,
-    /// When the request ended: read once before the logging phase, so that the access log,
-    /// the metrics and the console share one clock read (and one duration).
-    pub end: Option<Instant>,
+    /// The request's duration, fixed at its end by [`Ctx::finish`] (before the logging phase),
+    /// so that the access log, the metrics and the console share one clock read and one
+    /// duration.
+    duration: Option<Duration>,
 }
 
 impl Ctx {
-    /// The request's duration: to its end once that is set (the logging phase), else to now.
+    /// The request's duration: to its end once [`Ctx::finish`] set it, else to now.
     pub fn elapsed(&self) -> Duration {
-        self.end
-            .unwrap_or_else(Instant::now)
-            .saturating_duration_since(self.start)
+        match self.duration {
+            Some(d) => d,
+            None => Instant::now().saturating_duration_since(self.start),
+        }
+    }
+
+    /// Ends the request at `end` (an end before the start reads as zero).
+    pub fn finish(&mut self, end: Instant) {
+        self.duration = Some(end.saturating_duration_since(self.start));
     }
 
     pub fn new(generation: u64) -> Ctx {
         Ctx {
             start: Instant::now(),
+            started_at: SystemTime::now(),
             generation,
             routes: None,
             limits: Limits::default(),
@@ -124,14 +135,15 @@ impl Ctx {
             status: 0,
             request_body_bytes: 0,
             body_limit: None,
-            end: None,
+            duration: None,
             cors_headers: Vec::new(),
         }
     }
 
     /// The request id (SPEC §7), made on first use.
     pub fn request_id(&mut self) -> &HeaderValue {
-        self.request_id.get_or_insert_with(new_request_id)
+        let at = self.started_at;
+        self.request_id.get_or_insert_with(|| new_request_id_at(at))
     }
 
     /// The request id if one was made.
@@ -162,7 +174,12 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A UUIDv7-shaped id: 48 bits of Unix milliseconds (so ids sort by time), then 74 random bits.
 pub fn new_request_id() -> HeaderValue {
-    let ms = SystemTime::now()
+    new_request_id_at(SystemTime::now())
+}
+
+/// [`new_request_id`] for a request that arrived at `at`.
+pub fn new_request_id_at(at: SystemTime) -> HeaderValue {
+    let ms = at
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     let rand_hi = fastrand::u64(..);
@@ -217,13 +234,13 @@ mod tests {
     fn the_duration_stops_at_the_end_once_set() {
         let mut ctx = Ctx::new(1);
         assert!(ctx.elapsed() >= Duration::ZERO);
-        ctx.end = Some(ctx.start + Duration::from_millis(1234));
+        ctx.finish(ctx.start + Duration::from_millis(1234));
         assert_eq!(ctx.elapsed(), Duration::from_millis(1234));
         std::thread::sleep(Duration::from_millis(2));
         assert_eq!(ctx.elapsed(), Duration::from_millis(1234));
         // An end before the start (it cannot happen) reads as zero, not a panic.
-        ctx.end = Some(ctx.start);
         ctx.start += Duration::from_millis(5);
+        ctx.finish(ctx.start - Duration::from_millis(5));
         assert_eq!(ctx.elapsed(), Duration::ZERO);
     }
 

@@ -329,4 +329,44 @@ mod tests {
             assert!(!is_forwarding(n), "{n}");
         }
     }
+
+    /// `set_origin_path` (`vendor/pingora-http`) hands the routing plugin's target to the `Uri`
+    /// without a copy: whatever it is given, the header must end as `set_raw_path` leaves it.
+    #[test]
+    fn origin_path_from_bytes_is_set_raw_path() {
+        use pingora_http::RequestHeader;
+        let targets: [&[u8]; 12] = [
+            b"/",
+            b"/a/b?x=1&y=%20",
+            b"/a?",
+            b"/a#frag",
+            b"/caf\xc3\xa9?q=\xc3\xa9",
+            b"/\xff?x",
+            b"/a b",
+            b"/a\"b",
+            b"*",
+            b"?q",
+            b"http://h.example/p?q",
+            b"",
+        ];
+        for target in targets {
+            let mut by_bytes = RequestHeader::build("GET", b"/old?x", None).unwrap();
+            let mut by_slice = by_bytes.clone();
+            let a = by_bytes.set_origin_path(&bytes::Bytes::copy_from_slice(target));
+            let b = by_slice.set_raw_path(target);
+            assert_eq!(a.is_ok(), b.is_ok(), "{target:?}");
+            assert_eq!(by_bytes.raw_path(), by_slice.raw_path(), "{target:?}");
+            assert_eq!(by_bytes.uri, by_slice.uri, "{target:?}");
+            let (mut wa, mut wb) = (Vec::new(), Vec::new());
+            by_bytes.header_to_h1_wire(&mut wa);
+            by_slice.header_to_h1_wire(&mut wb);
+            assert_eq!(wa, wb, "{target:?}");
+        }
+        let mut req = RequestHeader::build("GET", b"/old", None).unwrap();
+        req.set_origin_path(&bytes::Bytes::from_static(b"/new/path?q=1"))
+            .unwrap();
+        assert_eq!(req.raw_path(), b"/new/path?q=1");
+        assert_eq!(req.uri.path(), "/new/path");
+        assert_eq!(req.uri.query(), Some("q=1"));
+    }
 }

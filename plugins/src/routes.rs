@@ -174,12 +174,12 @@ pub struct RouteTable {
 
 /// The result of routing an HTTP access request.
 #[derive(Debug)]
-pub enum HttpMatch {
+pub enum HttpMatch<'a> {
     Found {
         route: Arc<Route>,
         /// The path (no query) to send upstream: the normalised path, stripped unless
-        /// `passthrough`.
-        upstream_path: String,
+        /// `passthrough`. Borrowed from the request's path when that needed no normalising.
+        upstream_path: Cow<'a, str>,
     },
     InvalidHost,
     InvalidPath,
@@ -254,7 +254,7 @@ impl RouteTable {
 
     /// Routes an HTTP access request by host (already without port, any case) and path
     /// (the raw path, without the query).
-    pub fn match_http(&self, host: &str, raw_path: &[u8]) -> HttpMatch {
+    pub fn match_http<'a>(&self, host: &str, raw_path: &'a [u8]) -> HttpMatch<'a> {
         let host = normalize_host(host);
         let default = self.default.as_ref().filter(|_| host == self.default_host);
         let Some(domain) = self
@@ -275,13 +275,13 @@ impl RouteTable {
         match longest_match(domain, &path) {
             Some(route) => {
                 let upstream_path = if route.passthrough || route.path == "/" {
-                    path.into_owned()
+                    path
                 } else {
-                    let rest = &path[route.path.len()..];
-                    if rest.is_empty() {
-                        "/".to_string()
-                    } else {
-                        rest.to_string()
+                    let strip = route.path.len();
+                    match path {
+                        _ if path.len() == strip => Cow::Borrowed("/"),
+                        Cow::Borrowed(p) => Cow::Borrowed(&p[strip..]),
+                        Cow::Owned(p) => Cow::Owned(p[strip..].to_string()),
                     }
                 };
                 HttpMatch::Found {
@@ -508,7 +508,7 @@ mod tests {
             HttpMatch::Found {
                 route,
                 upstream_path,
-            } => (route.label.clone(), upstream_path),
+            } => (route.label.clone(), upstream_path.into_owned()),
             other => panic!("{host}{path}: {other:?}"),
         }
     }

@@ -217,7 +217,7 @@ impl Plugin for Routing {
 
     fn upstream_request(&self, _d: &RequestHeader, up: &mut RequestHeader, ctx: &mut Ctx) -> Flow {
         if let Some(target) = &ctx.upstream_target {
-            if up.set_raw_path(target).is_err() {
+            if up.set_origin_path(target).is_err() {
                 return Flow::error(ErrorCode::InvalidRequest);
             }
         }

@@ -67,7 +67,13 @@ impl SessionMode {
     }
 
     /// Who sent `req`: `Ok(None)` without a Bearer token, a 401 for a token that fails.
-    fn authenticate(&self, req: &RequestHeader, rid: &str) -> Result<Option<Arc<Identity>>, Reply> {
+    /// The identity of the request's Bearer token, checked at `now` (Unix seconds).
+    fn authenticate(
+        &self,
+        req: &RequestHeader,
+        rid: &str,
+        now: u64,
+    ) -> Result<Option<Arc<Identity>>, Reply> {
         let all = req.headers.get_all(AUTHORIZATION);
         let mut tokens = all.iter().filter_map(|v| bearer(v.as_bytes()));
         let Some(token) = tokens.next() else {
@@ -80,7 +86,6 @@ impl SessionMode {
                 "send one Authorization header",
             ));
         }
-        let now = login::unix_now();
         if let Some(id) = self.verified.get(token, now) {
             return Ok(Some(id));
         }
@@ -279,7 +284,8 @@ impl Plugin for IdentityPlugin {
                 if session.req_header().uri.path() == login::LOGIN_PATH {
                     return Flow::Reply(login::handle(s, session, ctx).await);
                 }
-                match s.authenticate(session.req_header(), ctx.request_id_str()) {
+                let now = login::unix_secs(ctx.started_at);
+                match s.authenticate(session.req_header(), ctx.request_id_str(), now) {
                     Ok(id) => ctx.identity = id,
                     Err(reply) => return Flow::Reply(reply),
                 }

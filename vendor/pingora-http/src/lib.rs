@@ -403,6 +403,21 @@ impl RequestHeader {
         Ok(())
     }
 
+    /// anygate patch: [Self::set_raw_path] for an origin-form target (`/path?query`) that is
+    /// already a `Bytes`: the `Uri` takes it without a copy (a gateway rewriting the path of
+    /// every request builds the target once, then sets it). Any other target, or one the `Uri`
+    /// refuses (e.g. not UTF-8), goes through [Self::set_raw_path], so the result is the same.
+    pub fn set_origin_path(&mut self, path: &bytes::Bytes) -> Result<()> {
+        if path.first() == Some(&b'/') && !path.contains(&b'#') {
+            if let Ok(pq) = http::uri::PathAndQuery::from_maybe_shared(path.clone()) {
+                self.base.uri = Uri::from(pq);
+                self.raw_target = RawTarget::FromUri;
+                return Ok(());
+            }
+        }
+        self.set_raw_path(path)
+    }
+
     /// Set whether we send an END_STREAM on H2 request HEADERS if body is empty.
     pub fn set_send_end_stream(&mut self, send_end_stream: bool) {
         self.send_end_stream = send_end_stream;
