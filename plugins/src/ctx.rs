@@ -198,8 +198,14 @@ pub fn new_request_id_at(at: SystemTime) -> HeaderValue {
     }
     // Owned by its `Bytes` from the start: the id is cloned into the upstream request and the
     // response, and a clone of a copied slice would allocate again to become shared.
-    HeaderValue::from_maybe_shared(Bytes::from_owner(out))
-        .unwrap_or_else(|_| HeaderValue::from_static("-"))
+    let mut id = HeaderValue::from_maybe_shared(Bytes::from_owner(out))
+        .unwrap_or_else(|_| HeaderValue::from_static("-"));
+    // Never the same twice: over HTTP/2, HPACK sends it as a literal that is never indexed,
+    // instead of inserting every id into the connection's dynamic table, where each one
+    // evicted the entries worth keeping (the other X-Cloudbase-* values, Date, Server), which
+    // then went in again on the next response, on both ends of the connection.
+    id.set_sensitive(true);
+    id
 }
 
 #[cfg(test)]
@@ -250,6 +256,8 @@ mod tests {
         assert_eq!(ctx.request_id_str(), "-");
         assert_eq!(ctx.request_id_bytes(), None);
         let first = ctx.request_id().clone();
+        // Never indexed by HPACK (unique per request), and its clones stay so.
+        assert!(first.is_sensitive() && first.clone().is_sensitive());
         assert_eq!(ctx.request_id_bytes(), Some(first.as_bytes()));
         assert_eq!(ctx.request_id(), &first);
         assert_eq!(ctx.request_id_str(), first.to_str().unwrap());
