@@ -145,6 +145,7 @@ impl ProxyHttp for Gateway {
             .map(|a| canonical(a.ip()));
         ctx.client_ip = ctx.peer_ip;
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
+        ctx.host = Ctx::host_of(session.req_header());
         snap.chain.early(session.req_header(), ctx);
         ctx.forwarding_sent = strip_owned(session.req_header_mut(), ctx.trusted_front);
         // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
@@ -364,6 +365,10 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
         rc.ctx.finish(Instant::now());
+        if rc.ctx.host.is_none() {
+            // A request that ended before its request phase (the host is read there).
+            rc.ctx.host = Ctx::host_of(session.req_header());
+        }
         rc.snap.chain.logging(session, &rc.ctx, e);
         self.store.monitor.record(session, &rc.ctx, e);
     }

@@ -9,7 +9,8 @@ use crate::net::write_ip;
 use crate::plugin::{Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
-use http::header::{HOST, USER_AGENT};
+use http::header::USER_AGENT;
+use http::HeaderValue;
 use pingora_proxy::Session;
 use serde::Deserialize;
 use std::io::Write;
@@ -169,13 +170,9 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     let elapsed = ctx.elapsed();
     let raw = req.raw_path();
     let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
-    let host = match req.uri.authority() {
-        Some(a) => Some(a.as_str().as_bytes()),
-        None => req.headers.get(HOST).map(|h| h.as_bytes()),
-    };
     let mut time = [0u8; 24];
     let mut ip = [0u8; 46];
-    let time = write_rfc3339_millis(ctx.started_at, &mut time);
+    let time = write_unix_millis(ctx.unix_start, &mut time);
     // Always anygate's own (hex digits and dashes): no request id is taken from a client.
     let request_id = ctx.request_id_bytes();
     out.extend_from_slice(b"{\"time\":");
@@ -188,7 +185,7 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     // A method is a token (RFC 9110 §5.6.2): no `"`, `\\` or controls.
     push_own(out, req.method.as_str().as_bytes());
     out.extend_from_slice(b",\"host\":");
-    push_opt_str(out, host);
+    push_opt_str(out, ctx.host.as_ref().map(HeaderValue::as_bytes));
     out.extend_from_slice(b",\"path\":");
     push_str(out, path);
     out.extend_from_slice(b",\"entry\":");
@@ -263,7 +260,11 @@ pub fn rfc3339_millis(t: SystemTime) -> String {
 /// check: it runs per request). The date and time of day are written once per second per
 /// thread; each call adds the milliseconds.
 pub fn write_rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &[u8] {
-    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    write_unix_millis(t.duration_since(UNIX_EPOCH).unwrap_or_default(), buf)
+}
+
+/// [`write_rfc3339_millis`] for a time given since the Unix epoch.
+pub fn write_unix_millis(d: Duration, buf: &mut [u8; 24]) -> &[u8] {
     let secs = d.as_secs();
     LAST_SECOND.with(|last| {
         let (at, text) = last.get();

@@ -46,9 +46,9 @@ pub struct Identity {
 /// Per-request state, created when the request starts and dropped when it is logged.
 pub struct Ctx {
     pub start: Instant,
-    /// The wall-clock time of `start`, read with it: the request id's time, the token expiry
-    /// check and the access log's `time` share this one read.
-    pub started_at: SystemTime,
+    /// The wall-clock time of `start` since the Unix epoch, read with it: the request id's
+    /// time, the token expiry check and the access log's `time` share this one read.
+    pub unix_start: Duration,
     /// The snapshot generation this request runs on, start to end.
     pub generation: u64,
     /// That snapshot's route table and body limits.
@@ -63,6 +63,10 @@ pub struct Ctx {
     pub client_ip: Option<IpAddr>,
     /// The `X-WX-SERVICE` value the client sent, read before owned headers are stripped.
     pub wx_service: Option<HeaderValue>,
+    /// The host the client asked for: the target's authority, else the first `Host` value.
+    /// Read once before the chain runs, for the plugins and the console that report it
+    /// (routing reads the header itself: it refuses a repeated `Host`).
+    pub host: Option<HeaderValue>,
     /// Whether the peer is a trusted front whose `X-WX-*` headers are kept (identity plugin).
     pub trusted_front: bool,
     /// Whether the client's request may carry forwarding headers (`X-Forwarded-*`,
@@ -112,7 +116,9 @@ impl Ctx {
     pub fn new(generation: u64) -> Ctx {
         Ctx {
             start: Instant::now(),
-            started_at: SystemTime::now(),
+            unix_start: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default(),
             generation,
             routes: None,
             limits: Limits::default(),
@@ -121,6 +127,7 @@ impl Ctx {
             peer_ip: None,
             client_ip: None,
             wx_service: None,
+            host: None,
             trusted_front: false,
             forwarding_sent: true,
             identity: None,
@@ -142,8 +149,16 @@ impl Ctx {
 
     /// The request id (SPEC §7), made on first use.
     pub fn request_id(&mut self) -> &HeaderValue {
-        let at = self.started_at;
-        self.request_id.get_or_insert_with(|| new_request_id_at(at))
+        let ms = self.unix_start.as_millis() as u64;
+        self.request_id.get_or_insert_with(|| new_request_id_at(ms))
+    }
+
+    /// The host of `req` as [`Ctx::host`] keeps it.
+    pub fn host_of(req: &pingora_http::RequestHeader) -> Option<HeaderValue> {
+        match req.uri.authority() {
+            Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+            None => req.headers.get(http::header::HOST).cloned(),
+        }
     }
 
     /// The request id if one was made.
@@ -174,14 +189,15 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// A UUIDv7-shaped id: 48 bits of Unix milliseconds (so ids sort by time), then 74 random bits.
 pub fn new_request_id() -> HeaderValue {
-    new_request_id_at(SystemTime::now())
+    new_request_id_at(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    )
 }
 
-/// [`new_request_id`] for a request that arrived at `at`.
-pub fn new_request_id_at(at: SystemTime) -> HeaderValue {
-    let ms = at
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+/// [`new_request_id`] for a request that arrived at `ms` (Unix milliseconds).
+pub fn new_request_id_at(ms: u64) -> HeaderValue {
     let rand_hi = fastrand::u64(..);
     let rand_lo = fastrand::u64(..);
     let hi: u64 = (ms << 16) | 0x7000 | (rand_hi & 0x0fff);

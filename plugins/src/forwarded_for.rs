@@ -13,7 +13,6 @@ use crate::plugin::{Flow, Phases, Plugin};
 use crate::{BuildCtx, PluginError};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::HOST;
 use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
 use serde::Deserialize;
@@ -167,12 +166,7 @@ impl Plugin for ForwardedFor {
             up.append_absent_static(X_FORWARDED_PROTO, wire::X_FORWARDED_PROTO, proto);
         }
         if !kept_host {
-            let host = down
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-                .or_else(|| down.headers.get(HOST).cloned());
-            if let Some(host) = host {
+            if let Some(host) = ctx.host.clone() {
                 up.append_absent_static(X_FORWARDED_HOST, wire::X_FORWARDED_HOST, host);
             }
         }

@@ -14,7 +14,7 @@ use anygate_plugins::metrics::sent_status;
 use anygate_plugins::telemetry::upstream_error_kind;
 use anygate_plugins::Ctx;
 use async_trait::async_trait;
-use http::header::HOST;
+use http::HeaderValue;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use pingora_proxy::Session;
@@ -135,16 +135,12 @@ impl Monitor {
         let req = session.req_header();
         let raw = req.raw_path();
         let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
-        let host = match req.uri.authority() {
-            Some(a) => Some(a.as_str().as_bytes()),
-            None => req.headers.get(HOST).map(|h| h.as_bytes()),
-        };
         self.recent.record(&Fields {
             request_id: ctx.request_id_bytes().unwrap_or_default(),
             start_us: self.clock.unix_micros(ctx.start),
             entry: ctx.entry,
             method: req.method.as_str().as_bytes(),
-            host,
+            host: ctx.host.as_ref().map(HeaderValue::as_bytes),
             path,
             route: ctx.route.as_ref().map(|r| r.label.as_str()),
             instance: ctx.instance.as_ref().map(|i| i.id.as_str()),

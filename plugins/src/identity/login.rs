@@ -41,12 +41,9 @@ struct LoginAnswer<'a> {
 }
 
 pub fn unix_now() -> u64 {
-    unix_secs(SystemTime::now())
-}
-
-/// `t` in seconds since the Unix epoch (0 before it).
-pub fn unix_secs(t: SystemTime) -> u64 {
-    t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn bad(message: &'static str) -> Reply {

@@ -284,7 +284,7 @@ impl Plugin for IdentityPlugin {
                 if session.req_header().uri.path() == login::LOGIN_PATH {
                     return Flow::Reply(login::handle(s, session, ctx).await);
                 }
-                let now = login::unix_secs(ctx.started_at);
+                let now = ctx.unix_start.as_secs();
                 match s.authenticate(session.req_header(), ctx.request_id_str(), now) {
                     Ok(id) => ctx.identity = id,
                     Err(reply) => return Flow::Reply(reply),
