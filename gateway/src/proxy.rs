@@ -217,11 +217,7 @@ impl ProxyHttp for Gateway {
                 Reply::error_with(ErrorCode::SysErr, "no instance was chosen for this request"),
             ));
         };
-        let peer = match ctx.entry {
-            Entry::Sdk => instance.sdk_peer.clone(),
-            _ => instance.http_peer.clone(),
-        };
-        Ok(Box::new(peer))
+        Ok(Box::new(instance.peer(ctx.entry == Entry::Sdk)))
     }
 
     async fn upstream_request_filter(

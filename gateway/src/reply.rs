@@ -58,11 +58,11 @@ pub fn for_error(e: &Error, ctx: &Ctx) -> Option<Reply> {
     let code = classify(e)?;
     let message = match (&ctx.instance, upstream_error_kind(e)) {
         (Some(i), Some(kind)) if code != ErrorCode::SysErr => {
-            let read = match ctx.entry {
-                Entry::Sdk => i.sdk_peer.options.read_timeout,
-                _ => i.http_peer.options.read_timeout,
-            };
-            let connect = i.http_peer.options.connection_timeout;
+            let read = Some(match ctx.entry {
+                Entry::Sdk => i.timeouts.sdk,
+                _ => i.timeouts.http,
+            });
+            let connect = Some(i.timeouts.connect);
             Some(failure_message(
                 kind,
                 e.etype(),

@@ -39,11 +39,29 @@ pub struct Instance {
     pub upstream_type: HeaderValue,
     /// `X-AnyService-Authorization`, when the instance has an origin secret.
     pub origin_secret: Option<HeaderValue>,
-    /// Ready-made peers (SDK and HTTP entries differ only in their read timeout).
-    pub sdk_peer: HttpPeer,
-    pub http_peer: HttpPeer,
+    /// Connect, SDK and HTTP read timeouts (SDK and HTTP entries differ only in the latter).
+    pub timeouts: Timeouts,
     /// This instance's metric handles, resolved by the first request recorded against it.
     pub series: Handles<InstanceSeries>,
+}
+
+impl Instance {
+    /// The peer for a request of `entry` (SDK calls have their own read timeout). Built for
+    /// each request, as Pingora wants a peer of its own: building one costs less than cloning
+    /// a ready-made one, whose options hold a dozen fields more to copy.
+    pub fn peer(&self, sdk: bool) -> HttpPeer {
+        let read = if sdk {
+            self.timeouts.sdk
+        } else {
+            self.timeouts.http
+        };
+        let mut p = HttpPeer::new(self.addr, false, String::new());
+        p.options.connection_timeout = Some(self.timeouts.connect);
+        p.options.read_timeout = Some(read);
+        p.options.write_timeout = Some(read);
+        p.options.idle_timeout = Some(Duration::from_secs(60));
+        p
+    }
 }
 
 impl std::fmt::Debug for Instance {
@@ -63,17 +81,8 @@ impl Instance {
         origin_secret: Option<HeaderValue>,
         timeouts: Timeouts,
     ) -> Instance {
-        let peer = |read: Duration| {
-            let mut p = HttpPeer::new(addr, false, String::new());
-            p.options.connection_timeout = Some(timeouts.connect);
-            p.options.read_timeout = Some(read);
-            p.options.write_timeout = Some(read);
-            p.options.idle_timeout = Some(Duration::from_secs(60));
-            p
-        };
         Instance {
-            sdk_peer: peer(timeouts.sdk),
-            http_peer: peer(timeouts.http),
+            timeouts,
             id,
             addr,
             upstream_type,
