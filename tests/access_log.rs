@@ -180,6 +180,34 @@ fn each_request_is_one_json_line_that_matches_it() {
     assert_eq!(s.sum(DROPPED), 0.0);
 }
 
+/// Behind a trusted proxy the line names the client the proxy forwarded, whether the request
+/// reached an instance (the text `forwarded_for` wrote for `X-Real-IP` is reused) or not.
+#[test]
+fn the_client_behind_a_trusted_proxy_is_logged() {
+    let up = Upstream::start(Behavior::Echo);
+    let config = yaml(&up, "path: access.log").replace(
+        "  - name: forwarded_for\n",
+        "  - { name: forwarded_for, trusted_proxies: [127.0.0.1] }\n",
+    );
+    let gw = Gateway::start(&config);
+    let forwarded = |path: &str| {
+        Req::get(path)
+            .host(HOST)
+            .header("X-Forwarded-For", "2001:db8::7, 203.0.113.9")
+    };
+    let proxied = send(gw.http, &forwarded("/api/x")).unwrap();
+    assert_eq!(proxied.status, 200, "{}", proxied.text());
+    assert_eq!(send(gw.http, &forwarded("/nope")).unwrap().status, 404);
+    let lines = wait_lines("access log", 2, || read(&gw.dir().join("access.log")));
+    for line in &lines {
+        assert_eq!(line["client_ip"], "203.0.113.9", "{line}");
+    }
+    let direct = send(gw.http, &Req::get("/api/x").host(HOST)).unwrap();
+    assert_eq!(direct.status, 200);
+    let lines = wait_lines("access log", 3, || read(&gw.dir().join("access.log")));
+    assert_eq!(lines[2]["client_ip"], "127.0.0.1", "{}", lines[2]);
+}
+
 #[test]
 fn include_openid_adds_the_field() {
     let up = Upstream::start(Behavior::Echo);

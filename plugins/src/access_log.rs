@@ -180,7 +180,10 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"request_id\":");
     push_opt_own(out, request_id);
     out.extend_from_slice(b",\"client_ip\":");
-    push_opt_own(out, ctx.client_ip.map(|c| write_ip(c, &mut ip)));
+    match &ctx.client_ip_text {
+        Some(text) => push_own(out, text.as_bytes()),
+        None => push_opt_own(out, ctx.client_ip.map(|c| write_ip(c, &mut ip))),
+    }
     out.extend_from_slice(b",\"method\":");
     // A method is a token (RFC 9110 §5.6.2): no `"`, `\\` or controls.
     push_own(out, req.method.as_str().as_bytes());

@@ -61,6 +61,9 @@ pub struct Ctx {
     pub peer_ip: Option<IpAddr>,
     /// The client as SPEC §6 computes it (the peer until forwarded_for says otherwise).
     pub client_ip: Option<IpAddr>,
+    /// `client_ip` as text, once `forwarded_for` wrote it for `X-Real-IP` (the access log
+    /// reuses it).
+    pub client_ip_text: Option<HeaderValue>,
     /// The `X-WX-SERVICE` value the client sent, read before owned headers are stripped.
     pub wx_service: Option<HeaderValue>,
     /// The host the client asked for: the target's authority, else the first `Host` value.
@@ -126,6 +129,7 @@ impl Ctx {
             tls: false,
             peer_ip: None,
             client_ip: None,
+            client_ip_text: None,
             wx_service: None,
             host: None,
             trusted_front: false,
@@ -185,7 +189,31 @@ impl Ctx {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// The eight lower-case hex digits of `x`, most significant first, eight at a time: the
+/// nibbles are spread one per byte, then each becomes `0`-`9` or `a`-`f` by arithmetic
+/// (the `a`-`f` bytes are those where adding 6 carries into bit 4).
+fn hex8(x: u32) -> [u8; 8] {
+    let mut v = u64::from(x);
+    v = ((v & 0xffff_0000) << 16) | (v & 0xffff);
+    v = ((v & 0x0000_ff00_0000_ff00) << 8) | (v & 0x0000_00ff_0000_00ff);
+    v = ((v & 0x00f0_00f0_00f0_00f0) << 4) | (v & 0x000f_000f_000f_000f);
+    let letters = ((v + 0x0606_0606_0606_0606) >> 4) & 0x0101_0101_0101_0101;
+    (v + 0x3030_3030_3030_3030 + letters * 0x27).to_be_bytes()
+}
+
+/// `hi` and `lo` as a UUID's text: 8-4-4-4-12 lower-case hex digits.
+fn uuid_text(hi: u64, lo: u64) -> [u8; 36] {
+    let mut out = [b'-'; 36];
+    let (a, b) = (hex8((hi >> 32) as u32), hex8(hi as u32));
+    let (c, d) = (hex8((lo >> 32) as u32), hex8(lo as u32));
+    out[..8].copy_from_slice(&a);
+    out[9..13].copy_from_slice(&b[..4]);
+    out[14..18].copy_from_slice(&b[4..]);
+    out[19..23].copy_from_slice(&c[..4]);
+    out[24..28].copy_from_slice(&c[4..]);
+    out[28..].copy_from_slice(&d);
+    out
+}
 
 /// A UUIDv7-shaped id: 48 bits of Unix milliseconds (so ids sort by time), then 74 random bits.
 pub fn new_request_id() -> HeaderValue {
@@ -202,16 +230,7 @@ pub fn new_request_id_at(ms: u64) -> HeaderValue {
     let rand_lo = fastrand::u64(..);
     let hi: u64 = (ms << 16) | 0x7000 | (rand_hi & 0x0fff);
     let lo: u64 = (rand_lo & 0x3fff_ffff_ffff_ffff) | 0x8000_0000_0000_0000;
-    let mut out = [b'-'; 36];
-    // Two hex digits per byte, skipping the dashes' places (8-4-4-4-12).
-    const AT: [usize; 16] = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-    let hi = hi.to_be_bytes();
-    let lo = lo.to_be_bytes();
-    for (i, &at) in AT.iter().enumerate() {
-        let byte = if i < 8 { hi[i] } else { lo[i - 8] };
-        out[at] = HEX[usize::from(byte >> 4)];
-        out[at + 1] = HEX[usize::from(byte & 0xf)];
-    }
+    let out = uuid_text(hi, lo);
     // Owned by its `Bytes` from the start: the id is cloned into the upstream request and the
     // response, and a clone of a copied slice would allocate again to become shared.
     let mut id = HeaderValue::from_maybe_shared(Bytes::from_owner(out))
@@ -250,6 +269,32 @@ mod tests {
             .map(|_| new_request_id().to_str().unwrap().to_string())
             .collect();
         assert_eq!(many.len(), 10_000);
+    }
+
+    #[test]
+    fn uuid_text_is_the_hex_of_both_halves() {
+        let cases = [
+            (0, 0),
+            (u64::MAX, u64::MAX),
+            (0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210),
+            (0x0192_f0a1_b2c3_7d4e, 0x8a9b_0c1d_2e3f_4051),
+            (0x0a0b_0c0d_0e0f_1a2b, 0x9f8e_7d6c_5b4a_3928),
+        ];
+        for (hi, lo) in cases
+            .into_iter()
+            .chain((0..1000).map(|_| (fastrand::u64(..), fastrand::u64(..))))
+        {
+            let h = format!("{hi:016x}{lo:016x}");
+            let want = format!(
+                "{}-{}-{}-{}-{}",
+                &h[..8],
+                &h[8..12],
+                &h[12..16],
+                &h[16..20],
+                &h[20..]
+            );
+            assert_eq!(std::str::from_utf8(&uuid_text(hi, lo)).unwrap(), want);
+        }
     }
 
     #[test]

@@ -150,6 +150,7 @@ impl Plugin for ForwardedFor {
             }
             let client = ctx.client_ip.unwrap_or(peer);
             if let Ok(v) = HeaderValue::from_bytes(write_ip(client, &mut buf)) {
+                ctx.client_ip_text = Some(v.clone());
                 up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
             }
         } else {
@@ -158,7 +159,8 @@ impl Plugin for ForwardedFor {
             let n = write_ip(peer, &mut buf).len();
             if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from_owner(buf).slice(..n)) {
                 up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
-                up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
+                up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v.clone());
+                ctx.client_ip_text = Some(v);
             }
         }
         if !kept_proto {

@@ -176,6 +176,8 @@ pub struct RouteTable {
     /// `*.example.com` domains, by `example.com`: one label under it.
     wildcard: Map<String, DomainRoutes>,
     default_host: String,
+    /// Whether `custom` has an entry for `default_host` (it wins over `default`).
+    default_shadowed: bool,
     default: Option<DomainRoutes>,
     any: Option<DomainRoutes>,
     routes: Vec<Arc<Route>>,
@@ -208,6 +210,7 @@ impl RouteTable {
             custom: Map::default(),
             wildcard: Map::default(),
             default_host: normalize_host(default_host).into_owned(),
+            default_shadowed: false,
             default: None,
             any: None,
             routes: Vec::new(),
@@ -242,6 +245,7 @@ impl RouteTable {
             }
             table.routes.push(route);
         }
+        table.default_shadowed = table.custom.contains_key(&table.default_host);
         Ok(table)
     }
 
@@ -266,9 +270,12 @@ impl RouteTable {
     pub fn match_http<'a>(&self, host: &str, raw_path: &'a [u8]) -> HttpMatch<'a> {
         let host = normalize_host(host);
         let default = self.default.as_ref().filter(|_| host == self.default_host);
-        let Some(domain) = self
-            .custom
-            .get(host.as_ref())
+        // The default host's own requests need no lookup unless a custom domain shadows it.
+        let custom = match default {
+            Some(_) if !self.default_shadowed => None,
+            _ => self.custom.get(host.as_ref()),
+        };
+        let Some(domain) = custom
             .or(default)
             .or_else(|| {
                 let (_, parent) = host.split_once('.')?;
@@ -575,6 +582,28 @@ mod tests {
             no_any.match_http("e.s.com", b"/y"),
             HttpMatch::InvalidPath
         ));
+    }
+
+    /// The default host's requests skip the custom-domain lookup, unless a custom domain of
+    /// the same name is configured: that one still wins.
+    #[test]
+    fn a_custom_domain_named_like_the_default_host_wins() {
+        let routes = |custom: &str| {
+            RouteTable::new(
+                "env-1.example.com",
+                vec![inst("a"), inst("b")],
+                vec![
+                    spec("default", "/", "a", false),
+                    spec(custom, "/", "b", false),
+                ],
+            )
+            .unwrap()
+        };
+        let t = routes("env-1.example.com");
+        assert_eq!(found(&t, "ENV-1.example.com", "/x").0, "env-1.example.com/");
+        let t = routes("other.example.com");
+        assert_eq!(found(&t, "env-1.example.com.", "/x").0, "default/");
+        assert_eq!(found(&t, "other.example.com", "/x").0, "other.example.com/");
     }
 
     #[test]
