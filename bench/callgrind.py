@@ -9,7 +9,11 @@ zeroes the counters, sends many more, and dumps the counters: start-up and shutd
 counted. The bare Pingora proxy is counted too, for reference (no budget).
 
     bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
-        [--check bench/budget.txt] [--out FILE]
+        [--check bench/budget.txt] [--out FILE] [--h2]
+
+`--h2` counts HTTP/2 over TLS as well (`h2load`, one connection, 10 concurrent streams;
+anygate and the bare proxy; no budget): 5,000 requests after the warm-up, so the connection's
+TLS handshake adds a few hundred instructions to each figure, the same for both.
 
 Exits 1 when a scenario costs more than its budget (with --check), 0 otherwise.
 """
@@ -29,6 +33,7 @@ import bench  # noqa: E402  (the benchmark's servers, configs and token)
 import contenders  # noqa: E402
 
 FEW, MANY = 50, 1000
+MANY_H2 = 5000
 
 
 def request(path, headers):
@@ -59,10 +64,25 @@ def send_sequential(port, raw, n):
                 body += chunk
 
 
-def count(cmd, port, raw, workdir, env, tag):
-    """Instructions of `cmd` under callgrind for MANY requests, after FEW warm-up requests:
-    the counters are zeroed after the warm-up and dumped after the measured requests, so
-    start-up and shutdown (freeing TLS contexts, flushing logs) are not counted."""
+def h2_load(port, headers):
+    """`load(n)`: n HTTP/2 requests over TLS on one connection, 10 streams at a time."""
+    def load(n):
+        cmd = ["h2load", "-n", str(n), "-c", "1", "-m", "10"]
+        for h in headers:
+            cmd += ["-H", h]
+        out = subprocess.run(cmd + [f"https://127.0.0.1:{port}/api/hello"], capture_output=True,
+                             text=True, timeout=600).stdout
+        done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded", out)
+        status = re.search(r"status codes: (\d+) 2xx", out)
+        if not done or int(done.group(1)) != n or not status or int(status.group(1)) != n:
+            raise RuntimeError(f"h2load: not all {n} requests answered 2xx:\n{out}")
+    return load
+
+
+def count(cmd, port, load, workdir, env, tag, many=MANY):
+    """Instructions of `cmd` under callgrind for `many` requests sent by `load(n)`, after FEW
+    warm-up requests: the counters are zeroed after the warm-up and dumped after the measured
+    requests, so start-up and shutdown (freeing TLS contexts, flushing logs) are not counted."""
     out = os.path.join(workdir, f"callgrind.{tag}.out")
     full = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
             "--collect-jumps=no"] + cmd
@@ -76,9 +96,9 @@ def count(cmd, port, raw, workdir, env, tag):
 
     try:
         bench.wait_port(port, proc, timeout=180)
-        send_sequential(port, raw, FEW)
+        load(FEW)
         control("--zero")
-        send_sequential(port, raw, MANY)
+        load(many)
         control("--dump")
     finally:
         if proc.poll() is None:
@@ -100,7 +120,14 @@ def count(cmd, port, raw, workdir, env, tag):
 
 def per_request(cmd_for_port, raw, workdir, env, tag):
     port = bench.free_port()
-    return count(cmd_for_port(port), port, raw, workdir, env, tag) / MANY
+    load = lambda n: send_sequential(port, raw, n)  # noqa: E731
+    return count(cmd_for_port(port), port, load, workdir, env, tag) / MANY
+
+
+def per_h2_request(cmd_for_port, headers, workdir, env, tag):
+    port = bench.free_port()
+    return count(cmd_for_port(port), port, h2_load(port, headers), workdir, env, tag,
+                 MANY_H2) / MANY_H2
 
 
 def read_budget(path):
@@ -120,6 +147,7 @@ def main():
     ap.add_argument("--bare", required=True)
     ap.add_argument("--check", help="budget file: fail when a scenario costs more")
     ap.add_argument("--out", help="write the figures to this file (markdown)")
+    ap.add_argument("--h2", action="store_true", help="count HTTP/2 over TLS too (no budget)")
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="anygate-callgrind-")
@@ -160,6 +188,23 @@ def main():
         for name, cmd, raw in scenarios:
             results[name] = per_request(cmd, raw, workdir, env, name)
             print(f"{name:14} {results[name]:10.0f} instructions per request", flush=True)
+        if args.h2:
+            cert = bench.make_cert(workdir)
+
+            def anygate_h2(port):
+                cfg = os.path.join(workdir, f"anygate-h2-{port}.yaml")
+                with open(cfg, "w") as f:
+                    f.write(bench.anygate_config(bench.free_port(), addr, 1, workdir, 1,
+                                                 tls=dict(cert, port=port), admin_port=bench.free_port()))
+                return [args.anygate, "run", "--no-watch", "-c", cfg]
+
+            def bare_h2(port):
+                return [args.bare, f"127.0.0.1:{port}", addr, "1", "--tls", cert["cert"], cert["key"]]
+
+            h2_headers = [f":authority: {bench.HOST}", f"authorization: Bearer {token}"]
+            for name, cmd in [("h2", anygate_h2), ("h2-bare-pingora", bare_h2)]:
+                results[name] = per_h2_request(cmd, h2_headers, workdir, env, name)
+                print(f"{name:14} {results[name]:10.0f} instructions per request", flush=True)
     finally:
         backend.stop()
 
