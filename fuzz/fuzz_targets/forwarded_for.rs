@@ -10,7 +10,7 @@ use std::net::{IpAddr, Ipv4Addr};
 
 fn check_written(ip: IpAddr) {
     let mut buf = [0u8; 46];
-    assert_eq!(write_ip(ip, &mut buf), canonical(ip).to_string());
+    assert_eq!(write_ip(ip, &mut buf), canonical(ip).to_string().as_bytes());
 }
 
 fuzz_target!(|data: &[u8]| {
