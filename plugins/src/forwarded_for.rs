@@ -88,6 +88,15 @@ fn entries(req: &RequestHeader) -> Vec<&str> {
         .collect()
 }
 
+/// `ip` as a header value, owned by its `Bytes` from the start: it is sent more than once
+/// (`X-Real-IP`, `X-Forwarded-For`, the access log), and a clone of a copied slice would
+/// allocate again to become shared.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    let mut buf = [0u8; 46];
+    let n = write_ip(ip, &mut buf).len();
+    HeaderValue::from_maybe_shared(Bytes::from_owner(buf).slice(..n)).ok()
+}
+
 #[async_trait]
 impl Plugin for ForwardedFor {
     fn name(&self) -> &'static str {
@@ -142,26 +151,20 @@ impl Plugin for ForwardedFor {
                 true
             });
         }
-        let mut buf = [0u8; 46];
         if trusted {
             let w = walk(peer, &entries(down), &self.trusted);
             if let Ok(v) = HeaderValue::from_str(&w.forwarded_for) {
                 up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v);
             }
-            let client = ctx.client_ip.unwrap_or(peer);
-            if let Ok(v) = HeaderValue::from_bytes(write_ip(client, &mut buf)) {
-                ctx.client_ip_text = Some(v.clone());
-                up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v);
-            }
-        } else {
-            // The peer is the client and the whole chain. Its text is owned by its `Bytes`: it
-            // is sent twice, and a clone of a copied slice would allocate again to be shared.
-            let n = write_ip(peer, &mut buf).len();
-            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from_owner(buf).slice(..n)) {
-                up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
+            if let Some(v) = ip_value(ctx.client_ip.unwrap_or(peer)) {
                 up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v.clone());
                 ctx.client_ip_text = Some(v);
             }
+        } else if let Some(v) = ip_value(peer) {
+            // The peer is the client and the whole chain.
+            up.append_absent_static(X_FORWARDED_FOR, wire::X_FORWARDED_FOR, v.clone());
+            up.append_absent_static(X_REAL_IP, wire::X_REAL_IP, v.clone());
+            ctx.client_ip_text = Some(v);
         }
         if !kept_proto {
             let proto = HeaderValue::from_static(if ctx.tls { "https" } else { "http" });

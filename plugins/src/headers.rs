@@ -335,11 +335,13 @@ mod tests {
     #[test]
     fn origin_path_from_bytes_is_set_raw_path() {
         use pingora_http::RequestHeader;
-        let targets: [&[u8]; 12] = [
+        let targets: [&[u8]; 14] = [
             b"/",
             b"/a/b?x=1&y=%20",
             b"/a?",
             b"/a#frag",
+            b"/a?x=1#frag?y",
+            b"/#",
             b"/caf\xc3\xa9?q=\xc3\xa9",
             b"/\xff?x",
             b"/a b",

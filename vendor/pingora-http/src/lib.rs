@@ -404,11 +404,12 @@ impl RequestHeader {
     }
 
     /// anygate patch: [Self::set_raw_path] for an origin-form target (`/path?query`) that is
-    /// already a `Bytes`: the `Uri` takes it without a copy (a gateway rewriting the path of
+    /// already a `Bytes`: the `Uri` takes it without a copy (and drops a fragment as
+    /// `set_raw_path` does) (a gateway rewriting the path of
     /// every request builds the target once, then sets it). Any other target, or one the `Uri`
     /// refuses (e.g. not UTF-8), goes through [Self::set_raw_path], so the result is the same.
     pub fn set_origin_path(&mut self, path: &bytes::Bytes) -> Result<()> {
-        if path.first() == Some(&b'/') && !path.contains(&b'#') {
+        if path.first() == Some(&b'/') {
             if let Ok(pq) = http::uri::PathAndQuery::from_maybe_shared(path.clone()) {
                 self.base.uri = Uri::from(pq);
                 self.raw_target = RawTarget::FromUri;
