@@ -8,7 +8,6 @@ use crate::metrics::sent_status;
 use crate::net::write_ip;
 use crate::plugin::{Phases, Plugin};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use http::header::USER_AGENT;
 use http::HeaderValue;
 use pingora_proxy::Session;
@@ -229,7 +228,6 @@ thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
 }
 
-#[async_trait]
 impl Plugin for AccessLog {
     fn name(&self) -> &'static str {
         "access_log"

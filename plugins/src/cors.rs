@@ -10,10 +10,9 @@ pub use policy::{Policy, PolicyConfig};
 
 use crate::ctx::Ctx;
 use crate::error::ErrorCode;
-use crate::plugin::{Flow, Phases, Plugin, Reply};
+use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use crate::routes::{host_without_port, normalize_host};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use http::header::{HOST, ORIGIN, VARY};
 use http::{HeaderName, HeaderValue, Method};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -179,7 +178,6 @@ fn is_cors_response_header(name: &str) -> bool {
     name.len() > 15 && name[..15].eq_ignore_ascii_case("access-control-")
 }
 
-#[async_trait]
 impl Plugin for Cors {
     fn name(&self) -> &'static str {
         "cors"
@@ -189,10 +187,10 @@ impl Plugin for Cors {
         Phases::REQUEST | Phases::RESPONSE
     }
 
-    async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
+    fn request<'a>(&'a self, session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
         match self.decide(session.req_header(), ctx) {
-            Some(reply) => Flow::Reply(reply),
-            None => Flow::Continue,
+            Some(reply) => Step::Done(Flow::Reply(reply)),
+            None => Step::Done(Flow::Continue),
         }
     }
 

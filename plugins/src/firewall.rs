@@ -5,9 +5,8 @@
 use crate::ctx::Ctx;
 use crate::error::ErrorCode;
 use crate::net::{Cidr, CidrSet};
-use crate::plugin::{Flow, Phases, Plugin, Reply};
+use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use pingora_proxy::Session;
 use serde::Deserialize;
 use std::net::IpAddr;
@@ -55,7 +54,6 @@ impl Firewall {
     }
 }
 
-#[async_trait]
 impl Plugin for Firewall {
     fn name(&self) -> &'static str {
         "firewall"
@@ -65,14 +63,14 @@ impl Plugin for Firewall {
         Phases::REQUEST
     }
 
-    async fn request(&self, _session: &mut Session, ctx: &mut Ctx) -> Flow {
+    fn request<'a>(&'a self, _session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
         if self.admits(ctx.client_ip) {
-            Flow::Continue
+            Step::Done(Flow::Continue)
         } else {
-            Flow::Reply(Reply::error_with(
+            Step::Done(Flow::Reply(Reply::error_with(
                 ErrorCode::AccessDenied,
                 "the client address is not allowed",
-            ))
+            )))
         }
     }
 }

@@ -11,7 +11,6 @@ use crate::headers::{
 use crate::net::{canonical, parse_forwarded_entry, write_ip, Cidr, CidrSet};
 use crate::plugin::{Flow, Phases, Plugin};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use pingora_http::RequestHeader;
@@ -97,7 +96,6 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
     HeaderValue::from_maybe_shared(Bytes::from_owner(buf).slice(..n)).ok()
 }
 
-#[async_trait]
 impl Plugin for ForwardedFor {
     fn name(&self) -> &'static str {
         "forwarded_for"

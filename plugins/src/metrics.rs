@@ -6,7 +6,6 @@ use crate::ctx::{Ctx, Entry};
 use crate::plugin::{Phases, Plugin};
 use crate::telemetry::{secs, status_label, upstream_error_kind, Telemetry};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use pingora_proxy::Session;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -44,7 +43,6 @@ pub fn final_status(session: &Session) -> Option<u16> {
     final_.then(|| h.status.as_u16())
 }
 
-#[async_trait]
 impl Plugin for Metrics {
     fn name(&self) -> &'static str {
         "metrics"

@@ -2,12 +2,13 @@
 
 use crate::ctx::Ctx;
 use crate::error::ErrorCode;
-use async_trait::async_trait;
 use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use std::borrow::Cow;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 /// The phases a plugin takes part in; the chain calls a plugin only in these.
@@ -47,6 +48,31 @@ pub enum Flow {
 impl Flow {
     pub fn error(code: ErrorCode) -> Flow {
         Flow::Reply(Reply::error(code))
+    }
+}
+
+/// What the request phase gives back: the decision, or, for a plugin that has to wait on I/O
+/// (a login exchange with WeChat, a limit shared in Redis), a future that makes it.
+///
+/// A plugin that decides at once returns `Done` and costs nothing more than a call: no future
+/// is built, boxed or polled. An `async fn` in the trait would box one per plugin and request.
+pub enum Step<'a> {
+    Done(Flow),
+    Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
+}
+
+impl From<Flow> for Step<'_> {
+    fn from(flow: Flow) -> Self {
+        Step::Done(flow)
+    }
+}
+
+impl std::fmt::Debug for Step<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Step::Done(flow) => f.debug_tuple("Done").field(flow).finish(),
+            Step::Wait(_) => f.write_str("Wait(..)"),
+        }
     }
 }
 
@@ -122,7 +148,6 @@ impl Reply {
 
 /// One link of the chain. Every method has a default that does nothing; `phases()` says which
 /// ones the plugin implements, so the chain skips the rest.
-#[async_trait]
 pub trait Plugin: Send + Sync {
     fn name(&self) -> &'static str;
     fn phases(&self) -> Phases;
@@ -131,9 +156,10 @@ pub trait Plugin: Send + Sync {
     /// decisions every later plugin relies on (client address, trusted fronts).
     fn early(&self, _req: &RequestHeader, _ctx: &mut Ctx) {}
 
-    /// The request phase: inspect, enrich the context, or answer.
-    async fn request(&self, _session: &mut Session, _ctx: &mut Ctx) -> Flow {
-        Flow::Continue
+    /// The request phase: inspect, enrich the context, or answer; `Step::Wait` when the
+    /// answer needs I/O.
+    fn request<'a>(&'a self, _session: &'a mut Session, _ctx: &'a mut Ctx) -> Step<'a> {
+        Step::Done(Flow::Continue)
     }
 
     /// Each piece of request body as it arrives (`None` with `end` at the end).
@@ -211,7 +237,11 @@ impl Chain {
 
     pub async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
         for p in &self.request {
-            if let Flow::Reply(r) = p.request(session, ctx).await {
+            let flow = match p.request(session, ctx) {
+                Step::Done(flow) => flow,
+                Step::Wait(decide) => decide.await,
+            };
+            if let Flow::Reply(r) = flow {
                 return Flow::Reply(r);
             }
         }

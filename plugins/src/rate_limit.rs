@@ -16,9 +16,8 @@
 
 use crate::ctx::{Ctx, Entry};
 use crate::error::ErrorCode;
-use crate::plugin::{Flow, Phases, Plugin, Reply};
+use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
@@ -252,7 +251,18 @@ pub fn key_for(ctx: &Ctx, per_route: bool) -> Option<Key> {
     Some(Key { who, route })
 }
 
-#[async_trait]
+/// The request phase's answer for a limit's decision (`Err`: the time until a request would
+/// be admitted).
+fn decided(decision: Result<(), Duration>) -> Flow {
+    match decision {
+        Ok(()) => Flow::Continue,
+        Err(wait) => Flow::Reply(
+            Reply::error(ErrorCode::ExceedRatelimit)
+                .with_header("Retry-After", HeaderValue::from(retry_after(wait))),
+        ),
+    }
+}
+
 impl Plugin for RateLimit {
     fn name(&self) -> &'static str {
         "rate_limit"
@@ -262,26 +272,22 @@ impl Plugin for RateLimit {
         Phases::REQUEST
     }
 
-    async fn request(&self, _session: &mut Session, ctx: &mut Ctx) -> Flow {
+    fn request<'a>(&'a self, _session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
         let Some(key) = self.key(ctx) else {
-            return Flow::Continue;
+            return Step::Done(Flow::Continue);
         };
-        let decision = match &self.shared {
-            Some(shared) => match shared.check(&key).await {
-                store::Decision::Admit => Ok(()),
-                store::Decision::Refuse(wait) => Err(wait),
-            },
+        match &self.shared {
+            // A limit shared in Redis waits for its answer.
+            Some(shared) => Step::Wait(Box::pin(async move {
+                decided(match shared.check(&key).await {
+                    store::Decision::Admit => Ok(()),
+                    store::Decision::Refuse(wait) => Err(wait),
+                })
+            })),
             None => {
                 self.maybe_sweep();
-                self.limiter.check(&key)
+                Step::Done(decided(self.limiter.check(&key)))
             }
-        };
-        match decision {
-            Ok(()) => Flow::Continue,
-            Err(wait) => Flow::Reply(
-                Reply::error(ErrorCode::ExceedRatelimit)
-                    .with_header("Retry-After", HeaderValue::from(retry_after(wait))),
-            ),
         }
     }
 }

@@ -3,9 +3,8 @@
 
 use crate::ctx::Ctx;
 use crate::headers::{wire, X_CLOUDBASE_REQUEST_ID};
-use crate::plugin::{Flow, Phases, Plugin};
+use crate::plugin::{Flow, Phases, Plugin, Step};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use pingora_http::{RequestHeader, ResponseHeader};
 use pingora_proxy::Session;
 use serde::Deserialize;
@@ -22,7 +21,6 @@ impl Config {
 
 pub struct RequestId;
 
-#[async_trait]
 impl Plugin for RequestId {
     fn name(&self) -> &'static str {
         "request_id"
@@ -32,10 +30,10 @@ impl Plugin for RequestId {
         Phases::REQUEST | Phases::UPSTREAM_REQUEST | Phases::RESPONSE
     }
 
-    async fn request(&self, _session: &mut Session, ctx: &mut Ctx) -> Flow {
+    fn request<'a>(&'a self, _session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
         // Made now so that ids sort by arrival time.
         ctx.request_id();
-        Flow::Continue
+        Step::Done(Flow::Continue)
     }
 
     fn upstream_request(&self, _d: &RequestHeader, up: &mut RequestHeader, ctx: &mut Ctx) -> Flow {

@@ -4,10 +4,9 @@
 use crate::ctx::{Ctx, Entry};
 use crate::error::ErrorCode;
 use crate::headers::{wire, X_ANYSERVICE_AUTHORIZATION, X_ANYSERVICE_NAME, X_VM_SERVICE};
-use crate::plugin::{Flow, Phases, Plugin, Reply};
+use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Method, StatusCode, Version};
@@ -161,24 +160,10 @@ impl Routing {
             HttpMatch::BadRequest => Err(bad("invalid percent-encoding in the path")),
         }
     }
-}
 
-fn over_limit(ctx: &Ctx, bytes: u64) -> bool {
-    ctx.body_limit.is_some_and(|limit| bytes > limit)
-}
-
-#[async_trait]
-impl Plugin for Routing {
-    fn name(&self) -> &'static str {
-        "routing"
-    }
-
-    fn phases(&self) -> Phases {
-        Phases::REQUEST | Phases::REQUEST_BODY | Phases::UPSTREAM_REQUEST
-    }
-
-    async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
-        let req = session.req_header();
+    /// The request phase's decision: `TRACE` refused if so set, the route chosen, a declared
+    /// body over the limit refused.
+    fn decide(&self, req: &RequestHeader, ctx: &mut Ctx) -> Flow {
         if self.trace == Trace::Refuse && is_trace(&req.method) {
             return Flow::Reply(method_not_allowed(
                 "TRACE is refused by this gateway (the routing plugin's `trace` setting)",
@@ -205,6 +190,24 @@ impl Plugin for Routing {
             return Flow::error(ErrorCode::ExceedMaxPayloadSize);
         }
         Flow::Continue
+    }
+}
+
+fn over_limit(ctx: &Ctx, bytes: u64) -> bool {
+    ctx.body_limit.is_some_and(|limit| bytes > limit)
+}
+
+impl Plugin for Routing {
+    fn name(&self) -> &'static str {
+        "routing"
+    }
+
+    fn phases(&self) -> Phases {
+        Phases::REQUEST | Phases::REQUEST_BODY | Phases::UPSTREAM_REQUEST
+    }
+
+    fn request<'a>(&'a self, session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
+        Step::Done(self.decide(session.req_header(), ctx))
     }
 
     fn request_body(&self, chunk: Option<&Bytes>, _end: bool, ctx: &mut Ctx) -> Flow {

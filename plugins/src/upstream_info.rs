@@ -9,7 +9,6 @@ use crate::headers::{
 };
 use crate::plugin::{Phases, Plugin};
 use crate::{BuildCtx, PluginError};
-use async_trait::async_trait;
 use http::HeaderValue;
 use pingora_http::ResponseHeader;
 use serde::Deserialize;
@@ -38,7 +37,6 @@ fn status_value(code: u16) -> HeaderValue {
         .unwrap_or_else(|| HeaderValue::from(code))
 }
 
-#[async_trait]
 impl Plugin for UpstreamInfo {
     fn name(&self) -> &'static str {
         "upstream_info"

@@ -24,8 +24,7 @@ use crate::headers::{
     X_WX_PLATFORM, X_WX_SOURCE, X_WX_UNIONID,
 };
 use crate::net::CidrSet;
-use crate::plugin::{Flow, Phases, Plugin, Reply};
-use async_trait::async_trait;
+use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use http::header::{AUTHORIZATION, USER_AGENT};
 use http::{HeaderName, HeaderValue};
 use log::debug;
@@ -258,7 +257,6 @@ fn set_identity(up: &mut RequestHeader, id: &Identity, ua: &[u8]) -> Result<(), 
     Ok(())
 }
 
-#[async_trait]
 impl Plugin for IdentityPlugin {
     fn name(&self) -> &'static str {
         "identity"
@@ -278,16 +276,19 @@ impl Plugin for IdentityPlugin {
         }
     }
 
-    async fn request(&self, session: &mut Session, ctx: &mut Ctx) -> Flow {
+    fn request<'a>(&'a self, session: &'a mut Session, ctx: &'a mut Ctx) -> Step<'a> {
         match &self.mode {
             Runtime::Session(s) => {
                 if session.req_header().uri.path() == login::LOGIN_PATH {
-                    return Flow::Reply(login::handle(s, session, ctx).await);
+                    // The one path that waits: the code is exchanged with WeChat.
+                    return Step::Wait(Box::pin(async move {
+                        Flow::Reply(login::handle(s, session, ctx).await)
+                    }));
                 }
                 let now = ctx.unix_start.as_secs();
                 match s.authenticate(session.req_header(), ctx.request_id_str(), now) {
                     Ok(id) => ctx.identity = id,
-                    Err(reply) => return Flow::Reply(reply),
+                    Err(reply) => return Step::Done(Flow::Reply(reply)),
                 }
             }
             Runtime::TrustedFront(_) if ctx.trusted_front => {
@@ -295,7 +296,7 @@ impl Plugin for IdentityPlugin {
             }
             Runtime::TrustedFront(_) | Runtime::None => {}
         }
-        Flow::Continue
+        Step::Done(Flow::Continue)
     }
 
     fn upstream_request(
