@@ -1,9 +1,9 @@
 //! The recent-request buffer (SPEC §12 `admin.recent_requests`): a fixed ring of slots, each
 //! behind its own small lock. A request takes the next slot with one atomic add and copies its
-//! facts into the slot's buffers, made at start with room for typical values (only a longer
-//! value allocates, once, and the slot keeps that room); an admin lookup scans the ring slot
-//! by slot. Lives as long as the process (reloads keep
-//! it), and is lost on restart: the access log is the durable record.
+//! facts into the slot, texts included (only a record with unusually long texts puts them in a
+//! buffer of the slot's own, made once and kept); an admin lookup scans the ring slot by slot.
+//! Lives as long as the process (reloads keep it), and is lost on restart: the access log is
+//! the durable record.
 
 use anygate_plugins::{Entry, ErrorCode};
 use serde::Serialize;
@@ -43,78 +43,67 @@ pub struct Fields<'a> {
     pub generation: u64,
 }
 
+/// Where a slot keeps a record's texts: id, method, host, path, route, instance, in this order.
+const ID: usize = 0;
+const METHOD: usize = 1;
+const HOST: usize = 2;
+const PATH: usize = 3;
+const ROUTE: usize = 4;
+const INSTANCE: usize = 5;
+const PARTS: usize = 6;
+/// The length of a text that is not there (a request without `Host`, not routed).
+const ABSENT: u16 = u16::MAX;
+/// Bytes of text a slot holds in itself: a request id, a method, a 40-byte host, a 60-byte
+/// path, a route and an instance id fit. A record with longer texts keeps them in the slot's
+/// `spill` buffer, made the first time and kept.
+const INLINE: usize = 216;
+
+/// One record, in one stretch of memory (six cache lines, see `Cell`): the ring is written
+/// slot after slot, and a record touches only the lines it fills. Slots that kept their texts
+/// in buffers of their own touched four more lines per record, each somewhere else.
 struct Slot {
     /// 0: never written; else the record's sequence number + 1.
     seq: u64,
-    id: [u8; ID_LEN],
-    id_len: u8,
-    method: [u8; MAX_METHOD],
-    method_len: u8,
     start_us: u64,
-    entry: Entry,
-    /// Buffers reused from record to record; `has_*` says whether the value is there.
-    host: Vec<u8>,
-    has_host: bool,
-    path: Vec<u8>,
-    route: Vec<u8>,
-    has_route: bool,
-    instance: Vec<u8>,
-    has_instance: bool,
+    duration_us: u64,
+    generation: u64,
+    upstream_timecost_ms: Option<u64>,
+    upstream_error: Option<&'static str>,
     client_ip: Option<IpAddr>,
     status: u16,
     upstream_status: Option<u16>,
-    upstream_timecost_ms: Option<u64>,
     error: Option<ErrorCode>,
-    upstream_error: Option<&'static str>,
-    duration_us: u64,
-    generation: u64,
+    entry: Entry,
+    /// Each text's length (`ABSENT` when there is none); they follow one another in `inline`,
+    /// or in `spill` when `spilled`.
+    lens: [u16; PARTS],
+    spilled: bool,
+    spill: Vec<u8>,
+    inline: [u8; INLINE],
 }
 
-/// Replaces `dst`'s content by `src` cut to `max` bytes, reusing its allocation; returns
-/// whether there was a value.
-fn put(dst: &mut Vec<u8>, src: Option<&[u8]>, max: usize) -> bool {
-    dst.clear();
-    match src {
-        Some(s) => {
-            dst.extend_from_slice(&s[..s.len().min(max)]);
-            true
-        }
-        None => false,
-    }
-}
-
-/// Room made in each slot up front, so that typical values never allocate: a host, a path, a
-/// route name and an instance id of these lengths or shorter.
-const ROOM_HOST: usize = 64;
-const ROOM_PATH: usize = 128;
-const ROOM_ROUTE: usize = 64;
-const ROOM_INSTANCE: usize = 32;
+/// A slot behind its lock, on cache lines of its own.
+#[repr(align(64))]
+struct Cell(Mutex<Slot>);
 
 impl Default for Slot {
     fn default() -> Self {
         Slot {
             seq: 0,
-            id: [0; ID_LEN],
-            id_len: 0,
-            method: [0; MAX_METHOD],
-            method_len: 0,
             start_us: 0,
-            entry: Entry::None,
-            host: Vec::with_capacity(ROOM_HOST),
-            has_host: false,
-            path: Vec::with_capacity(ROOM_PATH),
-            route: Vec::with_capacity(ROOM_ROUTE),
-            has_route: false,
-            instance: Vec::with_capacity(ROOM_INSTANCE),
-            has_instance: false,
+            duration_us: 0,
+            generation: 0,
+            upstream_timecost_ms: None,
+            upstream_error: None,
             client_ip: None,
             status: 0,
             upstream_status: None,
-            upstream_timecost_ms: None,
             error: None,
-            upstream_error: None,
-            duration_us: 0,
-            generation: 0,
+            entry: Entry::None,
+            lens: [0; PARTS],
+            spilled: false,
+            spill: Vec::new(),
+            inline: [0; INLINE],
         }
     }
 }
@@ -123,51 +112,90 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
+/// `s` cut to `max` bytes.
+fn cut(s: &[u8], max: usize) -> &[u8] {
+    &s[..s.len().min(max)]
+}
+
 impl Slot {
     fn write(&mut self, seq: u64, f: &Fields) {
         self.seq = seq + 1;
-        let n = f.request_id.len().min(ID_LEN);
-        self.id[..n].copy_from_slice(&f.request_id[..n]);
-        self.id_len = n as u8;
-        let m = f.method.len().min(MAX_METHOD);
-        self.method[..m].copy_from_slice(&f.method[..m]);
-        self.method_len = m as u8;
         self.start_us = f.start_us;
-        self.entry = f.entry;
-        self.has_host = put(&mut self.host, f.host, MAX_HOST);
-        put(&mut self.path, Some(f.path), MAX_PATH);
-        self.has_route = put(&mut self.route, f.route.map(str::as_bytes), MAX_ROUTE);
-        self.has_instance = put(
-            &mut self.instance,
-            f.instance.map(str::as_bytes),
-            MAX_INSTANCE,
-        );
+        self.duration_us = f.duration_us;
+        self.generation = f.generation;
+        self.upstream_timecost_ms = f.upstream_timecost_ms;
+        self.upstream_error = f.upstream_error;
         self.client_ip = f.client_ip;
         self.status = f.status;
         self.upstream_status = f.upstream_status;
-        self.upstream_timecost_ms = f.upstream_timecost_ms;
         self.error = f.error;
-        self.upstream_error = f.upstream_error;
-        self.duration_us = f.duration_us;
-        self.generation = f.generation;
+        self.entry = f.entry;
+        let parts: [Option<&[u8]>; PARTS] = [
+            Some(cut(f.request_id, ID_LEN)),
+            Some(cut(f.method, MAX_METHOD)),
+            f.host.map(|h| cut(h, MAX_HOST)),
+            Some(cut(f.path, MAX_PATH)),
+            f.route.map(|r| cut(r.as_bytes(), MAX_ROUTE)),
+            f.instance.map(|i| cut(i.as_bytes(), MAX_INSTANCE)),
+        ];
+        let mut total = 0;
+        for (len, part) in self.lens.iter_mut().zip(&parts) {
+            // Every part is cut to at most `MAX_PATH` bytes, well under `ABSENT`.
+            *len = part.map_or(ABSENT, |p| p.len() as u16);
+            total += part.map_or(0, <[u8]>::len);
+        }
+        self.spilled = total > INLINE;
+        if self.spilled {
+            self.spill.clear();
+            for part in parts.iter().flatten() {
+                self.spill.extend_from_slice(part);
+            }
+        } else {
+            let mut rest = &mut self.inline[..total];
+            for part in parts.iter().flatten() {
+                let (head, tail) = rest.split_at_mut(part.len());
+                head.copy_from_slice(part);
+                rest = tail;
+            }
+        }
+    }
+
+    /// Text `i` of the record (`ID`, `METHOD`...), `None` when absent.
+    fn part(&self, i: usize) -> Option<&[u8]> {
+        let len = self.lens[i];
+        if len == ABSENT {
+            return None;
+        }
+        let start: usize = self.lens[..i]
+            .iter()
+            .filter(|&&l| l != ABSENT)
+            .map(|&l| usize::from(l))
+            .sum();
+        let texts: &[u8] = if self.spilled {
+            &self.spill
+        } else {
+            &self.inline
+        };
+        texts.get(start..start + usize::from(len))
     }
 
     fn id(&self) -> &[u8] {
-        &self.id[..usize::from(self.id_len)]
+        self.part(ID).unwrap_or_default()
     }
 
     fn view(&self) -> Record {
+        let id = self.id();
         Record {
-            request_id: (self.id_len > 0).then(|| text(self.id())),
+            request_id: (!id.is_empty()).then(|| text(id)),
             time: anygate_plugins::access_log::rfc3339_millis(
                 std::time::UNIX_EPOCH + std::time::Duration::from_micros(self.start_us),
             ),
             entry: self.entry.label(),
-            method: text(&self.method[..usize::from(self.method_len)]),
-            host: self.has_host.then(|| text(&self.host)),
-            path: text(&self.path),
-            route: self.has_route.then(|| text(&self.route)),
-            instance: self.has_instance.then(|| text(&self.instance)),
+            method: text(self.part(METHOD).unwrap_or_default()),
+            host: self.part(HOST).map(text),
+            path: text(self.part(PATH).unwrap_or_default()),
+            route: self.part(ROUTE).map(text),
+            instance: self.part(INSTANCE).map(text),
             client_ip: self.client_ip.map(|ip| ip.to_string()),
             status: self.status,
             upstream_status: self.upstream_status,
@@ -190,12 +218,12 @@ impl Slot {
             return false;
         }
         if let Some(i) = &f.instance {
-            if !(self.has_instance && self.instance == i.as_bytes()) {
+            if self.part(INSTANCE) != Some(i.as_bytes()) {
                 return false;
             }
         }
         if let Some(r) = &f.route {
-            if !(self.has_route && self.route == r.as_bytes()) {
+            if self.part(ROUTE) != Some(r.as_bytes()) {
                 return false;
             }
         }
@@ -244,7 +272,7 @@ pub struct Filter {
 
 /// The ring.
 pub struct Recent {
-    slots: Box<[Mutex<Slot>]>,
+    slots: Box<[Cell]>,
     next: AtomicU64,
 }
 
@@ -252,7 +280,9 @@ impl Recent {
     /// A ring of `capacity` slots (0: nothing is kept).
     pub fn new(capacity: usize) -> Recent {
         Recent {
-            slots: (0..capacity).map(|_| Mutex::new(Slot::default())).collect(),
+            slots: (0..capacity)
+                .map(|_| Cell(Mutex::new(Slot::default())))
+                .collect(),
             next: AtomicU64::new(0),
         }
     }
@@ -275,6 +305,7 @@ impl Recent {
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         // A poisoned slot (a panic while copying, which nothing here can cause) is reused.
         let mut slot = self.slots[(seq % n) as usize]
+            .0
             .lock()
             .unwrap_or_else(|e| e.into_inner());
         // Two writers a full lap apart on one slot: the newer record wins.
@@ -285,7 +316,7 @@ impl Recent {
 
     fn each(&self, mut f: impl FnMut(&Slot)) {
         for s in self.slots.iter() {
-            let slot = s.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = s.0.lock().unwrap_or_else(|e| e.into_inner());
             if slot.seq != 0 {
                 f(&slot);
             }
@@ -313,14 +344,14 @@ impl Recent {
         // First pass: which slots match; second: copy out only the newest. Newest by start
         // time: requests are recorded when they end, which is not the order they came in.
         for (i, s) in self.slots.iter().enumerate() {
-            let slot = s.lock().unwrap_or_else(|e| e.into_inner());
+            let slot = s.0.lock().unwrap_or_else(|e| e.into_inner());
             if slot.seq != 0 && slot.matches(filter) {
                 hits.push((slot.start_us, slot.seq, i));
             }
         }
         hits.sort_unstable_by_key(|h| std::cmp::Reverse((h.0, h.1)));
         for (_, seq, i) in hits.into_iter().take(limit) {
-            let slot = self.slots[i].lock().unwrap_or_else(|e| e.into_inner());
+            let slot = self.slots[i].0.lock().unwrap_or_else(|e| e.into_inner());
             // Overwritten since the first pass: the new record may not match; skip it.
             if slot.seq == seq {
                 out.push(slot.view());
@@ -440,6 +471,64 @@ mod tests {
         f.path = Box::leak(long.into_boxed_slice());
         r.record(&f);
         assert_eq!(r.find("x").unwrap().path.len(), MAX_PATH);
+    }
+
+    #[test]
+    fn a_slot_is_six_cache_lines() {
+        assert_eq!(std::mem::size_of::<Cell>(), 6 * 64);
+        assert_eq!(std::mem::align_of::<Cell>(), 64);
+    }
+
+    #[test]
+    fn long_texts_spill_and_a_later_short_record_reads_right() {
+        let r = Recent::new(1);
+        let host = "h".repeat(200);
+        let mut f = fields("long", 200, Some("inst"));
+        f.host = Some(Box::leak(host.clone().into_boxed_str()).as_bytes());
+        r.record(&f);
+        let rec = r.find("long").unwrap();
+        assert_eq!(rec.host.as_deref(), Some(host.as_str()));
+        assert_eq!((rec.method.as_str(), rec.path.as_str()), ("GET", "/api/x"));
+        assert_eq!(rec.route.as_deref(), Some("default/api"));
+        assert_eq!(rec.instance.as_deref(), Some("inst"));
+        r.record(&fields("short", 404, None));
+        let rec = r.find("short").unwrap();
+        assert_eq!(rec.host.as_deref(), Some("h.example.com"));
+        assert_eq!((rec.route, rec.instance), (None, None));
+        assert!(r.find("long").is_none());
+    }
+
+    #[test]
+    fn texts_that_just_fit_stay_in_the_slot() {
+        let r = Recent::new(1);
+        let f = fields("fit", 200, Some("i"));
+        let others = 3 + "h.example.com".len() + "default/api".len() + 1 + 3;
+        let path = format!("/{}", "p".repeat(INLINE - others - 1));
+        let f = Fields {
+            path: Box::leak(path.clone().into_boxed_str()).as_bytes(),
+            ..f
+        };
+        r.record(&f);
+        let slot = r.slots[0].0.lock().unwrap();
+        assert!(!slot.spilled);
+        drop(slot);
+        assert_eq!(r.find("fit").unwrap().path, path);
+        let one_more = Fields {
+            path: Box::leak(format!("{path}q").into_boxed_str()).as_bytes(),
+            ..f
+        };
+        r.record(&one_more);
+        assert!(r.slots[0].0.lock().unwrap().spilled);
+        assert_eq!(r.find("fit").unwrap().path, format!("{path}q"));
+    }
+
+    #[test]
+    fn an_empty_host_is_not_a_missing_one() {
+        let r = Recent::new(1);
+        let mut f = fields("e", 200, None);
+        f.host = Some(b"");
+        r.record(&f);
+        assert_eq!(r.find("e").unwrap().host.as_deref(), Some(""));
     }
 
     #[test]
