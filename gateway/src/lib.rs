@@ -32,6 +32,10 @@ mod vendored_task_pipe;
 /// Pingora's `TASK_BUFFER_SIZE`, which the task pipe above reads from its parent module.
 #[cfg(test)]
 const TASK_BUFFER_SIZE: usize = 4;
+/// And its coarse clock.
+#[cfg(test)]
+#[path = "../../vendor/pingora-timeout/src/coarse.rs"]
+mod vendored_timeout_coarse;
 /// The same for `vendor/pingora-timeout`'s deadline slots (the fast timeouts' timers).
 #[cfg(test)]
 #[path = "../../vendor/pingora-timeout/src/slots.rs"]

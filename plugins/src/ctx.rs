@@ -5,6 +5,7 @@ use crate::routes::{Instance, Route, RouteTable};
 use crate::Limits;
 use bytes::Bytes;
 use http::HeaderValue;
+use std::cell::Cell;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -117,11 +118,10 @@ impl Ctx {
     }
 
     pub fn new(generation: u64) -> Ctx {
+        let start = Instant::now();
         Ctx {
-            start: Instant::now(),
-            unix_start: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .unwrap_or_default(),
+            start,
+            unix_start: unix_time(start),
             generation,
             routes: None,
             limits: Limits::default(),
@@ -215,6 +215,37 @@ fn uuid_text(hi: u64, lo: u64) -> [u8; 36] {
     out
 }
 
+/// How long a thread uses the offset between the monotonic and the wall clock before it
+/// reads the wall clock again.
+const WALL_RESYNC: Duration = Duration::from_secs(1);
+
+/// The wall-clock time (since the Unix epoch) of `at`, an `Instant` just read, without a
+/// wall-clock read per request: each thread keeps the two clocks' offset and takes it again
+/// once a second, so an NTP step is followed within a second (a slew, at most 0.05%, moves it
+/// by less than a millisecond in that second).
+pub fn unix_time(at: Instant) -> Duration {
+    thread_local! {
+        static BASE: Cell<Option<(Instant, Duration)>> = const { Cell::new(None) };
+    }
+    BASE.with(|b| {
+        let (base, unix) = match b.get() {
+            Some((base, unix)) if at.saturating_duration_since(base) < WALL_RESYNC => (base, unix),
+            _ => {
+                let base = Instant::now();
+                let unix = SystemTime::now()
+                    .duration_since(UNIX_EPOCH)
+                    .unwrap_or_default();
+                b.set(Some((base, unix)));
+                (base, unix)
+            }
+        };
+        match at.checked_duration_since(base) {
+            Some(since) => unix + since,
+            None => unix.saturating_sub(base - at),
+        }
+    })
+}
+
 /// A UUIDv7-shaped id: 48 bits of Unix milliseconds (so ids sort by time), then 74 random bits.
 pub fn new_request_id() -> HeaderValue {
     new_request_id_at(
@@ -246,6 +277,30 @@ pub fn new_request_id_at(ms: u64) -> HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unix_time_follows_the_wall_clock() {
+        let wall = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+        let slack = Duration::from_millis(2);
+        for _ in 0..1000 {
+            let before = wall();
+            let t = unix_time(Instant::now());
+            let after = wall();
+            assert!(
+                t + slack >= before && t <= after + slack,
+                "{t:?} not in {before:?}..{after:?}"
+            );
+        }
+        // An instant before the thread's base (read with that base), and one past the resync:
+        // each read as its distance from now.
+        let now = Instant::now();
+        let t = unix_time(now);
+        let earlier = now.checked_sub(Duration::from_secs(3)).unwrap_or(now);
+        assert_eq!(t - unix_time(earlier), now - earlier);
+        let later = now + Duration::from_secs(5);
+        let d = unix_time(later).as_secs_f64() - t.as_secs_f64();
+        assert!((d - 5.0).abs() < 0.01, "{d}");
+    }
 
     #[test]
     fn request_ids_are_uuid_v7_unique_and_time_ordered() {

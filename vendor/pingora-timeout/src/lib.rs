@@ -33,6 +33,7 @@
 //! 10.716192ms total, 107ns avg per iteration
 //!
 
+pub mod coarse;
 pub mod fast_timeout;
 mod slots;
 pub mod timer;

@@ -239,6 +239,8 @@ impl TimerManager {
             return (crate::slots::SlotTimer::fired(), false);
         }
         // In u64 milliseconds: `Time`'s u128 rounding costs a 128-bit division per timer.
+        // The precise clock, not `coarse.rs`: the coarse one can lag by more than a tick when
+        // the kernel's tick is late (a busy virtual machine), and a timeout must not come early.
         let since_zero = Instant::now().saturating_duration_since(self.zero);
         let stale = since_zero.as_secs() as i64
             >= self.clock_watchdog.load(Ordering::Relaxed) + DELAYS_SEC;

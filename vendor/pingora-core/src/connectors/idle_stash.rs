@@ -23,7 +23,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 // tokio's clock (std's outside tokio's test utilities).
-use tokio::time::Instant;
 
 /// How often a thread looks over the connections it keeps.
 pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -31,14 +30,15 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 struct Idle {
     stream: Stream,
     /// When its idle timeout ends, if it has one.
-    expires: Option<Instant>,
+    /// On the coarse monotonic clock (`pingora_timeout::coarse`).
+    expires: Option<Duration>,
     /// The connector's count of pooled connections found holding unexpected data.
     unexpected: Arc<AtomicU64>,
 }
 
 impl Idle {
     /// Whether it can still be used at `now`.
-    fn usable(&mut self, now: Instant) -> bool {
+    fn usable(&mut self, now: Duration) -> bool {
         self.expires.is_none_or(|at| now < at)
             && test_reusable_stream(&mut self.stream, &self.unexpected)
     }
@@ -99,7 +99,8 @@ pub(super) fn put(
     };
     let idle = Idle {
         stream,
-        expires: idle_timeout.map(|t| Instant::now() + t),
+        // The coarse clock: an idle timeout of seconds does not need better than a tick.
+        expires: idle_timeout.map(|t| pingora_timeout::coarse::now() + t),
         unexpected: unexpected.clone(),
     };
     STASH.with(|stash| {
@@ -137,7 +138,7 @@ pub(super) fn take(key: Key) -> Option<Stream> {
         let mut found = None;
         while let Some(mut idle) = list.pop_back() {
             stash.count -= 1;
-            let now = *now.get_or_insert_with(Instant::now);
+            let now = *now.get_or_insert_with(pingora_timeout::coarse::now);
             if idle.usable(now) {
                 found = Some(idle.stream);
                 break;
@@ -162,7 +163,7 @@ async fn sweep() {
                 return (false, Vec::new());
             };
             let stash = &mut *stash;
-            let now = Instant::now();
+            let now = pingora_timeout::coarse::now();
             let mut closed = Vec::new();
             stash.idle.retain(|_, list| {
                 // In one pass, keeping the order (oldest first).
