@@ -1,8 +1,9 @@
 //! The connection front through the real gateway: slow request headers are cut off at
 //! `timeouts.client_header` (a thousand of them at once, while normal requests are served and
 //! the memory they held comes back), idle keep-alive connections close at `timeouts.keepalive`,
-//! oversized headers get the SPEC error, connection caps refuse cleanly, and pipelined
-//! requests are answered in order.
+//! oversized headers get the SPEC error, connection caps refuse cleanly, pipelined requests
+//! are answered in order, and a graceful shutdown closes idle keep-alive connections at once
+//! while requests in flight are answered.
 
 mod common;
 use common::prom::scrape;
@@ -306,4 +307,72 @@ routes: [{ domain: default, path: /api, instance: lhins-a }]
         assert!(err.contains(key), "{key} in {err}");
     }
     assert!(err.contains(":3:") && err.contains(":4:"), "{err}");
+}
+
+/// Reads one response to `GET` on `s` (header and a `Content-Length` body).
+fn read_response(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+            let len: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + len {
+                return got;
+            }
+        }
+        let n = s.read(&mut buf).expect("reading the response");
+        assert!(n > 0, "closed before the response: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[test]
+fn a_graceful_shutdown_closes_idle_keepalive_connections_while_requests_finish() {
+    let fast = Upstream::start(Behavior::Echo);
+    let slow = Upstream::start(Behavior::Delay(Duration::from_secs(2)));
+    let mut gw = Gateway::start(&format!(
+        r#"env: test-env
+listen: {{ http: "@HTTP@", admin: "@ADMIN@" }}
+server: {{ threads: 1, grace_period: 6s, graceful_shutdown_timeout: 1s }}
+timeouts: {{ keepalive: 60s }}
+instances:
+  - {{ id: lhins-a, address: "{}" }}
+  - {{ id: lhins-slow, address: "{}" }}
+routes:
+  - {{ domain: default, path: /api, instance: lhins-a }}
+  - {{ domain: default, path: /slow, instance: lhins-slow }}
+"#,
+        fast.addr(),
+        slow.addr()
+    ));
+    // An idle keep-alive connection, its keep-alive timeout a minute away.
+    let mut idle = TcpStream::connect(gw.http).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(idle, "GET /api/a HTTP/1.1\r\nHost: {HOST}\r\n\r\n").unwrap();
+    assert!(read_response(&mut idle).starts_with(b"HTTP/1.1 200"));
+    // A request in flight, answered within the grace period.
+    let http = gw.http;
+    let in_flight = thread::spawn(move || {
+        let mut c = Conn::connect(http).unwrap();
+        c.send(&Req::get("/slow/x").host(HOST)).map(|r| r.status)
+    });
+    thread::sleep(Duration::from_millis(500));
+    gw.signal("TERM");
+    // Pingora broadcasts the shutdown at once and keeps the process for the grace period
+    // (6 s), for requests in flight: the idle connection is closed by the shutdown, not at its
+    // keep-alive timeout, and long before the process exits.
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(4)),
+        "the idle connection was not closed by the shutdown"
+    );
+    assert!(gw.exit_status().is_none(), "the process exited first");
+    let status = in_flight.join().unwrap();
+    assert!(matches!(status, Ok(200)), "{status:?}\n{}", gw.stderr());
+    assert!(gw.wait_exit(Duration::from_secs(30)).is_some());
 }

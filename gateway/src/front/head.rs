@@ -54,7 +54,7 @@ pub async fn read_head(
     idle: Duration,
     header: Duration,
     max: usize,
-    shutdown: &mut ShutdownWatch,
+    shutdown: &ShutdownWatch,
 ) -> Head {
     let mut first = [0u8; FIRST_READ];
     // The keep-alive deadline is a slot in the worker's idle table (`idle.rs`), not a timer: a
@@ -69,16 +69,18 @@ pub async fn read_head(
             Ok(0) | Err(_) => return Head::Closed,
             Ok(n) => n,
         },
-        _ = IdleDeadline::new(idle) => return Head::Idle,
-        _ = shutdown.changed() => return Head::Closed,
+        // Also ready when the server shuts down (the sweeper watches for it).
+        _ = IdleDeadline::new(idle, shutdown) => return Head::Idle,
     };
-    let deadline = Instant::now() + header;
     if let Some(end) = head_end(&first[..n], 0) {
         return Head::Ready {
             buf: BytesMut::from(&first[..n]),
             end,
         };
     }
+    // The header's deadline counts from its first bytes; read the clock only for a header
+    // that did not come whole in the first read.
+    let deadline = Instant::now() + header;
     let mut buf = BytesMut::with_capacity((2 * n).max(4096).min(max + 1));
     buf.extend_from_slice(&first[..n]);
     loop {

@@ -8,7 +8,13 @@
 //! sweeps), one uncontended lock to take the slot and one to give it back, a slot reused from
 //! a free list. The sweep wakes the waits whose deadline has passed, so a deadline is met to
 //! within one sweep, never early.
+//!
+//! The sweeper also watches the server's shutdown: when it comes, every wait ends at once (the
+//! connection closes, as it would at its deadline) and a wait that starts later ends on its
+//! first poll. A wait that selected on the shutdown watch itself built, polled and dropped a
+//! `changed()` future per request.
 
+use pingora_core::server::ShutdownWatch;
 use std::cell::RefCell;
 use std::future::Future;
 use std::pin::Pin;
@@ -28,6 +34,8 @@ struct Table {
     free: Vec<usize>,
     /// Whether a sweeper task is running for this table (it stops with its runtime).
     swept: bool,
+    /// The server is shutting down: every wait ends now.
+    down: bool,
 }
 
 struct Slot {
@@ -52,11 +60,12 @@ fn local_table() -> Shared {
 }
 
 /// Starts a sweeper for `t` unless one runs (the caller holds `t`'s lock as `g`).
-fn ensure_swept(t: &Shared, g: &mut Table) {
+fn ensure_swept(t: &Shared, g: &mut Table, shutdown: &ShutdownWatch) {
     if !g.swept {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             g.swept = true;
-            rt.spawn(sweep(Arc::downgrade(t)));
+            g.down = *shutdown.borrow();
+            rt.spawn(sweep(Arc::downgrade(t), shutdown.clone()));
         }
     }
 }
@@ -73,18 +82,32 @@ impl Drop for Sweeping {
     }
 }
 
-async fn sweep(table: Weak<Mutex<Table>>) {
+async fn sweep(table: Weak<Mutex<Table>>, mut shutdown: ShutdownWatch) {
     let _sweeping = Sweeping(table.clone());
     let mut every = tokio::time::interval(SWEEP);
     every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Until the shutdown came, or its sender is gone (no shutdown will come).
+    let mut watching = true;
     loop {
-        every.tick().await;
+        let ticked = tokio::select! {
+            _ = every.tick() => true,
+            changed = shutdown.changed(), if watching => {
+                watching = changed.is_ok();
+                false
+            }
+        };
         let Some(t) = table.upgrade() else { return };
         let mut g = lock(&t);
-        g.tick += 1;
-        let now = g.tick;
+        if ticked {
+            g.tick += 1;
+        }
+        if *shutdown.borrow() {
+            g.down = true;
+            watching = false;
+        }
+        let (now, down) = (g.tick, g.down);
         for s in g.slots.iter_mut() {
-            if !s.expired && s.deadline <= now {
+            if !s.expired && (down || s.deadline <= now) {
                 if let Some(w) = s.waker.take() {
                     s.expired = true;
                     w.wake();
@@ -94,26 +117,29 @@ async fn sweep(table: Weak<Mutex<Table>>) {
     }
 }
 
-/// A future that is ready once `idle` has passed since its first poll (to within one sweep).
-/// Nothing is registered until it is polled, so a wait whose data is already there costs
-/// nothing.
-pub struct IdleDeadline {
+/// A future that is ready once `idle` has passed since its first poll (to within one sweep),
+/// or once the server shuts down. Nothing is registered until it is polled, so a wait whose
+/// data is already there costs nothing.
+pub struct IdleDeadline<'a> {
     sweeps: u64,
     slot: Option<(Shared, usize)>,
+    /// Handed to this thread's sweeper if none runs yet.
+    shutdown: &'a ShutdownWatch,
 }
 
-impl IdleDeadline {
-    pub fn new(idle: Duration) -> IdleDeadline {
+impl<'a> IdleDeadline<'a> {
+    pub fn new(idle: Duration, shutdown: &'a ShutdownWatch) -> IdleDeadline<'a> {
         // One sweep more than the timeout holds: the next sweep may be due at once.
         let sweeps = idle.as_nanos().div_ceil(SWEEP.as_nanos()) + 1;
         IdleDeadline {
             sweeps: u64::try_from(sweeps).unwrap_or(u64::MAX),
             slot: None,
+            shutdown,
         }
     }
 }
 
-impl Future for IdleDeadline {
+impl Future for IdleDeadline<'_> {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
@@ -131,7 +157,10 @@ impl Future for IdleDeadline {
         }
         let t = local_table();
         let mut g = lock(&t);
-        ensure_swept(&t, &mut g);
+        ensure_swept(&t, &mut g, this.shutdown);
+        if g.down {
+            return Poll::Ready(());
+        }
         let slot = Slot {
             deadline: g.tick.saturating_add(this.sweeps),
             waker: Some(cx.waker().clone()),
@@ -153,7 +182,7 @@ impl Future for IdleDeadline {
     }
 }
 
-impl Drop for IdleDeadline {
+impl Drop for IdleDeadline<'_> {
     fn drop(&mut self) {
         if let Some((t, i)) = self.slot.take() {
             let mut g = lock(&t);
@@ -177,16 +206,22 @@ mod tests {
             .unwrap()
     }
 
+    /// A shutdown watch that stays quiet while its sender lives.
+    fn no_shutdown() -> (tokio::sync::watch::Sender<bool>, ShutdownWatch) {
+        tokio::sync::watch::channel(false)
+    }
+
     fn poll_once(d: &mut IdleDeadline) -> Poll<()> {
         Pin::new(d).poll(&mut Context::from_waker(Waker::noop()))
     }
 
     #[test]
     fn a_wait_ends_after_its_timeout_and_not_before() {
+        let (_tx, never) = no_shutdown();
         runtime().block_on(async {
             for ms in [150u64, 420] {
                 let started = Instant::now();
-                IdleDeadline::new(Duration::from_millis(ms)).await;
+                IdleDeadline::new(Duration::from_millis(ms), &never).await;
                 let took = started.elapsed();
                 assert!(took >= Duration::from_millis(ms), "{ms} ms took {took:?}");
                 assert!(took < Duration::from_secs(5), "{ms}: {took:?}");
@@ -196,10 +231,11 @@ mod tests {
 
     #[test]
     fn slots_are_reused_and_dropped_waits_never_fire() {
+        let (_tx, never) = no_shutdown();
         runtime().block_on(async {
             // A thousand waits that end early (the next request came) leave no slot behind.
             for _ in 0..1000 {
-                let mut d = IdleDeadline::new(Duration::from_secs(60));
+                let mut d = IdleDeadline::new(Duration::from_secs(60), &never);
                 assert!(poll_once(&mut d).is_pending());
             }
             let (slots, free) = {
@@ -212,12 +248,12 @@ mod tests {
             // Many at once, each with its own timeout: the short ones end, the long ones wait.
             let short: Vec<_> = (0..50)
                 .map(|_| {
-                    let mut d = IdleDeadline::new(Duration::from_millis(100));
+                    let mut d = IdleDeadline::new(Duration::from_millis(100), &never);
                     assert!(poll_once(&mut d).is_pending());
                     d
                 })
                 .collect();
-            let mut long = IdleDeadline::new(Duration::from_secs(60));
+            let mut long = IdleDeadline::new(Duration::from_secs(60), &never);
             assert!(poll_once(&mut long).is_pending());
             let started = Instant::now();
             for d in short {
@@ -234,10 +270,64 @@ mod tests {
 
     #[test]
     fn a_new_runtime_on_the_same_thread_gets_a_new_sweeper() {
+        let (_tx, never) = no_shutdown();
         for _ in 0..3 {
             runtime().block_on(async {
-                IdleDeadline::new(Duration::from_millis(50)).await;
+                IdleDeadline::new(Duration::from_millis(50), &never).await;
             });
         }
+    }
+
+    #[test]
+    fn a_shutdown_ends_every_wait_and_later_ones_at_once() {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        runtime().block_on(async {
+            let waits: Vec<_> = (0..20)
+                .map(|_| {
+                    let mut d = IdleDeadline::new(Duration::from_secs(600), &shutdown);
+                    assert!(poll_once(&mut d).is_pending());
+                    d
+                })
+                .collect();
+            // Still waiting a few sweeps later.
+            let mut first = IdleDeadline::new(Duration::from_secs(600), &shutdown);
+            assert!(tokio::time::timeout(SWEEP * 3, &mut first).await.is_err());
+            tx.send(true).unwrap();
+            // Each ends long before its 600 s (the bound only keeps a broken sweeper from
+            // hanging the test).
+            for d in waits {
+                tokio::time::timeout(Duration::from_secs(30), d)
+                    .await
+                    .expect("a wait outlived the shutdown");
+            }
+            tokio::time::timeout(Duration::from_secs(30), first)
+                .await
+                .expect("a wait outlived the shutdown");
+            let mut late = IdleDeadline::new(Duration::from_secs(600), &shutdown);
+            assert!(poll_once(&mut late).is_ready(), "a wait after the shutdown");
+        });
+    }
+
+    #[test]
+    fn a_shutdown_before_the_sweeper_started_is_seen() {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        tx.send(true).unwrap();
+        runtime().block_on(async {
+            let mut d = IdleDeadline::new(Duration::from_secs(600), &shutdown);
+            assert!(poll_once(&mut d).is_ready());
+        });
+    }
+
+    #[test]
+    fn without_a_shutdown_sender_waits_keep_their_deadline() {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        drop(tx);
+        runtime().block_on(async {
+            let started = Instant::now();
+            IdleDeadline::new(Duration::from_millis(150), &shutdown).await;
+            assert!(started.elapsed() >= Duration::from_millis(150));
+            let mut long = IdleDeadline::new(Duration::from_secs(600), &shutdown);
+            assert!(tokio::time::timeout(SWEEP * 3, &mut long).await.is_err());
+        });
     }
 }

@@ -138,7 +138,6 @@ impl ServerApp for Front {
             }
             return self.proxy.process_new(stream, shutdown).await;
         }
-        let mut shutdown = shutdown.clone();
         let mut stream = stream;
         loop {
             if *shutdown.borrow() {
@@ -150,7 +149,7 @@ impl ServerApp for Front {
                 t.keepalive,
                 t.client_header,
                 t.max_header,
-                &mut shutdown,
+                shutdown,
             )
             .await;
             let mut buf = match head {
@@ -191,7 +190,7 @@ impl ServerApp for Front {
                 session.set_connection_user_context(Some(Box::new(r)));
             }
             session.set_pipelined_prefix(std::mem::take(&mut buf));
-            let reused = self.proxy.process_new_http(session, &shutdown).await?;
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
             stream = reused.consume().0;
         }
     }
