@@ -11,7 +11,7 @@ use anygate_plugins::headers::{
 use anygate_plugins::log_limit::{self, Admit};
 use anygate_plugins::metrics::final_status;
 use anygate_plugins::net::canonical;
-use anygate_plugins::{Ctx, Entry, ErrorCode, Flow, Reply};
+use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Flow, Reply};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, warn, Level};
@@ -99,6 +99,13 @@ fn fail_with(rc: &mut RequestCtx, reply: Reply) -> Box<Error> {
     Error::explain(ErrorType::HTTPStatus(status), "anygate reply")
 }
 
+/// [`reply::write`] in a box of its own, for the request phase: the phase's future is built
+/// and moved on every request, and would otherwise carry room for writing a response (Pingora's
+/// header and body writes), which only a request anygate answers itself needs.
+async fn answer(session: &mut Session, ctx: &mut Ctx, chain: &Chain, reply: Reply) -> Result<u16> {
+    Box::pin(reply::write(session, ctx, chain, reply)).await
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
@@ -162,7 +169,7 @@ impl ProxyHttp for Gateway {
                 session.set_keepalive(None);
                 let reply = Reply::error_with(ErrorCode::ExceedRatelimit, r.message())
                     .with_header("Retry-After", http::HeaderValue::from_static("1"));
-                reply::write(session, ctx, &snap.chain, reply).await?;
+                answer(session, ctx, &snap.chain, reply).await?;
                 return Ok(true);
             }
         }
@@ -173,13 +180,13 @@ impl ProxyHttp for Gateway {
                 _ => None,
             });
         if let Some(r) = early {
-            reply::write(session, ctx, &snap.chain, r).await?;
+            answer(session, ctx, &snap.chain, r).await?;
             return Ok(true);
         }
         match snap.chain.request(session, ctx).await {
             Flow::Continue => Ok(false),
             Flow::Reply(r) => {
-                reply::write(session, ctx, &snap.chain, r).await?;
+                answer(session, ctx, &snap.chain, r).await?;
                 Ok(true)
             }
         }
