@@ -9,11 +9,17 @@ zeroes the counters, sends many more, and dumps the counters: start-up and shutd
 counted. The bare Pingora proxy is counted too, for reference (no budget).
 
     bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
-        [--check bench/budget.txt] [--out FILE] [--h2]
+        [--check bench/budget.txt] [--out FILE] [--h2] [--cache]
 
 `--h2` counts HTTP/2 over TLS as well (`h2load`, one connection, 10 concurrent streams;
 anygate and the bare proxy; no budget): 5,000 requests after the warm-up, so the connection's
 TLS handshake adds a few hundred instructions to each figure, the same for both.
+
+`--cache` simulates the caches and branch predictor as well (`--cache-sim=yes --branch-sim=yes`,
+no budget), for anygate and the bare proxy under 50 concurrent keep-alive connections
+(`h2load --h1 -c 50`, 5,000 requests after 200), with the last level set to a 2 MiB L2 (a core's
+L2 here): per request, first-level data misses, L2 misses and mispredicted branches. Memory
+that misses the L2 costs time that instructions do not show (bench/profile.md).
 
 Exits 1 when a scenario costs more than its budget (with --check), 0 otherwise.
 """
@@ -79,13 +85,14 @@ def h2_load(port, headers):
     return load
 
 
-def count(cmd, port, load, workdir, env, tag, many=MANY):
-    """Instructions of `cmd` under callgrind for `many` requests sent by `load(n)`, after FEW
+def count(cmd, port, load, workdir, env, tag, many=MANY, few=FEW, sim=()):
+    """Instructions of `cmd` under callgrind for `many` requests sent by `load(n)`, after `few`
     warm-up requests: the counters are zeroed after the warm-up and dumped after the measured
-    requests, so start-up and shutdown (freeing TLS contexts, flushing logs) are not counted."""
+    requests, so start-up and shutdown (freeing TLS contexts, flushing logs) are not counted.
+    With `sim` (extra valgrind options), every event's total as a dict instead."""
     out = os.path.join(workdir, f"callgrind.{tag}.out")
     full = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--dump-instr=no",
-            "--collect-jumps=no"] + cmd
+            "--collect-jumps=no"] + list(sim) + cmd
     log = open(os.path.join(workdir, f"callgrind.{tag}.log"), "wb")
     proc = subprocess.Popen(full, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, **env),
                             start_new_session=True)
@@ -96,7 +103,7 @@ def count(cmd, port, load, workdir, env, tag, many=MANY):
 
     try:
         bench.wait_port(port, proc, timeout=180)
-        load(FEW)
+        load(few)
         control("--zero")
         load(many)
         control("--dump")
@@ -108,14 +115,18 @@ def count(cmd, port, load, workdir, env, tag, many=MANY):
     dumps = sorted(f for f in os.listdir(workdir) if f.startswith(f"callgrind.{tag}.out."))
     if not dumps:
         raise RuntimeError(f"callgrind wrote no dump for {tag} (see {workdir})")
-    total = 0
+    total, events, totals = 0, [], []
     with open(os.path.join(workdir, dumps[-1])) as f:
         for line in f:
+            if line.startswith("events:"):
+                events = line.split()[1:]
             if line.startswith("summary:") or line.startswith("totals:"):
-                total = max(total, int(line.split()[1]))
+                values = [int(v) for v in line.split()[1:]]
+                if values[0] > total:
+                    total, totals = values[0], values
     if not total:
         raise RuntimeError(f"no instruction total in {dumps[-1]}")
-    return total
+    return dict(zip(events, totals)) if sim else total
 
 
 def per_request(cmd_for_port, raw, workdir, env, tag):
@@ -128,6 +139,36 @@ def per_h2_request(cmd_for_port, headers, workdir, env, tag):
     port = bench.free_port()
     return count(cmd_for_port(port), port, h2_load(port, headers), workdir, env, tag,
                  MANY_H2) / MANY_H2
+
+
+# A 2 MiB, 16-way last level: a core's L2 on this machine (`lscpu`); L1 as valgrind detects it.
+CACHE_SIM = ["--cache-sim=yes", "--branch-sim=yes", "--LL=2097152,16,64"]
+MANY_CACHE, FEW_CACHE, CACHE_CONNS = 5000, 200, 50
+
+
+def h1_concurrent_load(port, headers):
+    """`load(n)`: n HTTP/1.1 requests over CACHE_CONNS keep-alive connections at once."""
+    def load(n):
+        cmd = ["h2load", "--h1", "-n", str(n), "-c", str(CACHE_CONNS)]
+        for h in headers:
+            cmd += ["-H", h]
+        out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/api/hello"], capture_output=True,
+                             text=True, timeout=900).stdout
+        status = re.search(r"status codes: (\d+) 2xx", out)
+        if not status or int(status.group(1)) != n:
+            raise RuntimeError(f"h2load: not all {n} requests answered 2xx:\n{out}")
+    return load
+
+
+def cache_figures(cmd_for_port, headers, workdir, env, tag):
+    """Per request: instructions, first-level data misses, L2 misses, mispredicted branches."""
+    port = bench.free_port()
+    ev = count(cmd_for_port(port), port, h1_concurrent_load(port, headers), workdir, env, tag,
+               MANY_CACHE, FEW_CACHE, CACHE_SIM)
+    per = lambda *names: sum(ev.get(n, 0) for n in names) / MANY_CACHE  # noqa: E731
+    return {"instructions": per("Ir"), "L1 data misses": per("D1mr", "D1mw"),
+            "L2 misses": per("DLmr", "DLmw", "ILmr"), "L2 write misses": per("DLmw"),
+            "mispredicted branches": per("Bcm", "Bim")}
 
 
 def read_budget(path):
@@ -148,6 +189,8 @@ def main():
     ap.add_argument("--check", help="budget file: fail when a scenario costs more")
     ap.add_argument("--out", help="write the figures to this file (markdown)")
     ap.add_argument("--h2", action="store_true", help="count HTTP/2 over TLS too (no budget)")
+    ap.add_argument("--cache", action="store_true",
+                    help="simulate caches and branches under 50 connections too (no budget)")
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="anygate-callgrind-")
@@ -205,6 +248,13 @@ def main():
             for name, cmd in [("h2", anygate_h2), ("h2-bare-pingora", bare_h2)]:
                 results[name] = per_h2_request(cmd, h2_headers, workdir, env, name)
                 print(f"{name:14} {results[name]:10.0f} instructions per request", flush=True)
+        if args.cache:
+            # h2load sends `:authority` as `Host` over HTTP/1.1.
+            h1 = [f":authority: {bench.HOST}", f"authorization: Bearer {token}", "user-agent: callgrind"]
+            for name, cmd in [("cache", anygate), ("cache-bare-pingora", bare)]:
+                figures = cache_figures(cmd, h1, workdir, env, name)
+                print(f"{name:18} " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
+                      + " per request (50 connections)", flush=True)
     finally:
         backend.stop()
 
