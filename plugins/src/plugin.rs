@@ -61,21 +61,6 @@ pub enum Step<'a> {
     Wait(Pin<Box<dyn Future<Output = Flow> + Send + 'a>>),
 }
 
-impl From<Flow> for Step<'_> {
-    fn from(flow: Flow) -> Self {
-        Step::Done(flow)
-    }
-}
-
-impl std::fmt::Debug for Step<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Step::Done(flow) => f.debug_tuple("Done").field(flow).finish(),
-            Step::Wait(_) => f.write_str("Wait(..)"),
-        }
-    }
-}
-
 /// An answer anygate gives itself. The runner writes it; plugins never write to the session.
 #[derive(Debug)]
 pub enum Reply {
