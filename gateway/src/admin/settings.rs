@@ -9,7 +9,7 @@ use subtle::ConstantTimeEq;
 
 /// `admin.recent_requests` when not set.
 pub const DEFAULT_RECENT_REQUESTS: usize = 10_000;
-/// The most records the buffer may keep (each takes about 550 bytes, made at start).
+/// The most records the buffer may keep (each takes 384 bytes, made at start).
 pub const MAX_RECENT_REQUESTS: usize = 1_000_000;
 /// The shortest token accepted: anything shorter can be guessed.
 pub const MIN_TOKEN_LEN: usize = 16;
