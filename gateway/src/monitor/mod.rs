@@ -20,9 +20,8 @@ use pingora_core::services::background::BackgroundService;
 use pingora_proxy::Session;
 use recent::{Fields, Recent};
 use std::collections::{HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 use traffic::{Observation, Traffic, Upstream};
 
 /// Seconds of traffic kept for a console that connects (its chart's width).
@@ -38,46 +37,10 @@ pub struct Monitor {
     /// The number of the newest second.
     tick: tokio::sync::watch::Sender<u64>,
     pub started: SystemTime,
-    clock: Clock,
     /// Route labels and instance ids of the last config synced: metric series are pruned
     /// only when a reload removed some (a scan of every series costs hundreds of ms with
     /// 10,000 routes).
     known: Mutex<(HashSet<String>, HashSet<String>)>,
-}
-
-/// Wall-clock times of `Instant`s without reading the wall clock per request: the offset
-/// between the two clocks, taken at start and again every second by the ticker.
-struct Clock {
-    base: Instant,
-    /// Unix microseconds at `base`.
-    unix_at_base: AtomicU64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let c = Clock {
-            base: Instant::now(),
-            unix_at_base: AtomicU64::new(0),
-        };
-        c.sync();
-        c
-    }
-
-    /// Follows the wall clock (NTP steps, leap smearing) at most a second late.
-    fn sync(&self) {
-        let now = Instant::now();
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .saturating_sub(now.duration_since(self.base));
-        self.unix_at_base
-            .store(unix.as_micros() as u64, Ordering::Relaxed);
-    }
-
-    fn unix_micros(&self, t: Instant) -> u64 {
-        let since = t.saturating_duration_since(self.base).as_micros() as u64;
-        self.unix_at_base.load(Ordering::Relaxed) + since
-    }
 }
 
 impl Monitor {
@@ -91,7 +54,6 @@ impl Monitor {
             seconds: Mutex::new(VecDeque::with_capacity(TRAFFIC_HISTORY)),
             tick: tokio::sync::watch::channel(0).0,
             started: SystemTime::now(),
-            clock: Clock::new(),
             known: Mutex::default(),
         }
     }
@@ -100,8 +62,9 @@ impl Monitor {
         self.enabled
     }
 
-    /// Records one finished request. Runs on every request: no clock read beyond the one for
-    /// its duration, no allocation for typical values, two short uncontended locks.
+    /// Records one finished request. Runs on every request: no clock read (the request's
+    /// wall-clock start and its duration are in its context), no allocation for typical
+    /// values, two short uncontended locks.
     // Kept out of line so that profiles show its cost on its own (docs/console.md).
     #[inline(never)]
     pub fn record(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
@@ -137,7 +100,8 @@ impl Monitor {
         let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
         self.recent.record(&Fields {
             request_id: ctx.request_id_bytes().unwrap_or_default(),
-            start_us: self.clock.unix_micros(ctx.start),
+            // The wall-clock start the request id and the access log use too.
+            start_us: ctx.unix_start.as_micros() as u64,
             entry: ctx.entry,
             method: req.method.as_str().as_bytes(),
             host: ctx.host.as_ref().map(HeaderValue::as_bytes),
@@ -190,7 +154,6 @@ impl Monitor {
 
     /// Closes the second that just ended: traffic event, passive health.
     pub fn close_second(&self, snap: &Snapshot) {
-        self.clock.sync();
         let routes: Vec<String> = snap
             .routes
             .routes()
@@ -250,25 +213,5 @@ impl BackgroundService for TickService {
                 _ = every.tick() => self.store.monitor.close_second(&self.store.load()),
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_clock_maps_instants_by_their_distance() {
-        let c = Clock::new();
-        let at = c.unix_micros(c.base);
-        assert_eq!(
-            c.unix_micros(c.base + Duration::from_millis(1500)),
-            at + 1_500_000
-        );
-        assert_eq!(
-            c.unix_micros(c.base.checked_sub(Duration::from_secs(1)).unwrap_or(c.base)),
-            at,
-            "before the base: the base"
-        );
     }
 }

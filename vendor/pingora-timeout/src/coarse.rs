@@ -22,20 +22,21 @@ fn read(clock: libc::clockid_t) -> Duration {
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
-/// The monotonic clock as of the last tick: usually a tick behind [`precise`], never ahead.
+/// The monotonic clock as of the last tick: usually a tick behind `Instant::now()`, never
+/// ahead.
 #[inline]
 pub fn now() -> Duration {
     read(libc::CLOCK_MONOTONIC_COARSE)
 }
 
-/// The monotonic clock now (what `Instant::now()` reads), on the same timeline as [`now`].
-pub fn precise() -> Duration {
-    read(libc::CLOCK_MONOTONIC)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The monotonic clock now, as `Instant::now()` reads it, on [`now`]'s timeline.
+    fn precise() -> Duration {
+        read(libc::CLOCK_MONOTONIC)
+    }
 
     #[test]
     fn coarse_is_never_ahead_of_the_precise_clock_and_close_behind() {
