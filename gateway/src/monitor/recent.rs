@@ -273,7 +273,11 @@ pub struct Filter {
 /// The ring.
 pub struct Recent {
     slots: Box<[Cell]>,
+    /// The next record's sequence number: slots taken so far.
     next: AtomicU64,
+    /// Records written so far. Counted after the write, so that a count that includes a
+    /// request also means its record can be found (`next` runs ahead of the writes).
+    written: AtomicU64,
 }
 
 impl Recent {
@@ -284,6 +288,7 @@ impl Recent {
                 .map(|_| Cell(Mutex::new(Slot::default())))
                 .collect(),
             next: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }
     }
 
@@ -293,7 +298,7 @@ impl Recent {
 
     /// How many requests were recorded since start (evicted ones included).
     pub fn recorded(&self) -> u64 {
-        self.next.load(Ordering::Relaxed)
+        self.written.load(Ordering::Acquire)
     }
 
     /// Keeps one request, replacing the oldest.
@@ -312,6 +317,8 @@ impl Recent {
         if slot.seq <= seq {
             slot.write(seq, f);
         }
+        drop(slot);
+        self.written.fetch_add(1, Ordering::Release);
     }
 
     fn each(&self, mut f: impl FnMut(&Slot)) {
