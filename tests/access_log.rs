@@ -180,6 +180,71 @@ fn each_request_is_one_json_line_that_matches_it() {
     assert_eq!(s.sum(DROPPED), 0.0);
 }
 
+/// A request answered before it could be parsed (by Pingora's HTTP/1 parser, or by the
+/// connection front for a header over `max_header`) still carries a request id: that id leads to
+/// its access log line, its console record and its count, as any other request's does.
+#[test]
+fn requests_refused_before_parsing_are_logged_recorded_and_counted() {
+    let up = Upstream::start(Behavior::Echo);
+    let gw = Gateway::start(&format!(
+        "{}limits: {{ max_header: 4KB }}\n",
+        yaml(&up, "path: access.log")
+    ));
+    let log = gw.dir().join("access.log");
+    let malformed =
+        format!("POST /api/x HTTP/1.1\r\nHost: {HOST}\r\nContent-Length: +5\r\n\r\nhello");
+    let too_large = format!(
+        "GET /api/x?token=secret HTTP/1.1\r\nHost: {HOST}\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(5000)
+    );
+    let answers: Vec<Response> = [malformed, too_large]
+        .iter()
+        .map(|raw| send_raw(gw.http, raw.as_bytes()).unwrap())
+        .collect();
+    let logged = wait_lines("access log", answers.len(), || read(&log));
+    assert_eq!(logged.len(), answers.len(), "one line per request");
+    for resp in &answers {
+        assert_eq!(resp.status, 400, "{}", resp.text());
+        assert_eq!(resp.json()["code"], "INVALID_REQUEST", "{}", resp.text());
+        let id = resp.header("X-Cloudbase-Request-Id").unwrap();
+        let line = logged
+            .iter()
+            .find(|l| l["request_id"] == id)
+            .unwrap_or_else(|| panic!("no line for {id}: {logged:?}"));
+        assert_eq!(line["status"], 400, "{line}");
+        assert_eq!(line["error"], "INVALID_REQUEST", "{line}");
+        assert_eq!(line["bytes_sent"], resp.body.len(), "{line}");
+        assert_eq!(line["client_ip"], "127.0.0.1", "{line}");
+        assert_eq!(line["entry"], "none", "{line}");
+        assert!(is_rfc3339_millis(line["time"].as_str().unwrap()), "{line}");
+        // Nothing of an unparsed request is repeated: not its method, host or path.
+        for field in ["method", "host", "path", "route", "instance", "user_agent"] {
+            assert_eq!(line[field], Value::Null, "{field}: {line}");
+        }
+        let rec = send(gw.admin, &Req::get(&format!("/api/v1/requests/{id}"))).unwrap();
+        assert_eq!(rec.status, 200, "{}", rec.text());
+        let rec = rec.json();
+        assert_eq!(rec["status"], 400, "{rec}");
+        assert_eq!(rec["error"], "INVALID_REQUEST", "{rec}");
+        assert_eq!(rec["clientIp"], "127.0.0.1", "{rec}");
+        assert_eq!(
+            (&rec["method"], &rec["path"]),
+            (&"".into(), &"".into()),
+            "{rec}"
+        );
+    }
+    let s = common::prom::scrape(gw.admin);
+    let labels = [("entry", "none"), ("route", "none"), ("instance", "none")];
+    assert_eq!(
+        s.value(
+            "anygate_requests_total",
+            &[labels[0], labels[1], labels[2], ("code", "400")]
+        ),
+        2.0
+    );
+    assert_eq!(up.count(), 0);
+}
+
 /// Behind a trusted proxy the line names the client the proxy forwarded, whether the request
 /// reached an instance (the text `forwarded_for` wrote for `X-Real-IP` is reused) or not.
 #[test]

@@ -313,7 +313,7 @@ fn garbage_from_the_client_gets_an_answer_not_a_crash() {
 
 /// Requests Pingora's HTTP/1 parser refuses before any plugin runs (request-smuggling forms,
 /// unparseable lines) get the SPEC's JSON error and headers, through the vendored proxy's
-/// `invalid_request_response` hook, and nothing reaches the instance.
+/// `answer_invalid_request` hook, and nothing reaches the instance.
 #[test]
 fn requests_the_parser_refuses_get_the_spec_error() {
     let (gw, up) = gateway(&[], "");

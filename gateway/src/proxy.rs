@@ -11,10 +11,11 @@ use anygate_plugins::headers::{
 use anygate_plugins::log_limit::{self, Admit};
 use anygate_plugins::metrics::final_status;
 use anygate_plugins::net::canonical;
-use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Flow, Reply};
+use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Flow, Reply, Served};
 use async_trait::async_trait;
 use bytes::Bytes;
 use log::{error, warn, Level};
+use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -340,16 +341,35 @@ impl ProxyHttp for Gateway {
 
     /// A request header Pingora could not read as HTTP (a malformed `Content-Length`, a bad
     /// header line): the SPEC's JSON error and headers, not Pingora's bare `400`.
-    fn invalid_request_response(&self, error: &Error) -> Option<(ResponseHeader, Bytes)> {
+    async fn answer_invalid_request(&self, session: &mut ServerSession, error: &Error) -> bool {
         let detail = match &error.context {
             Some(context) => context.as_str().to_string(),
             None => "it is not valid HTTP/1.1".to_string(),
         };
-        reply::standalone_error(
-            &self.store.load().chain,
+        let snap = self.store.load();
+        let mut ctx = Ctx::new(snap.generation);
+        ctx.peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical(a.ip()));
+        let Some((header, body)) = reply::standalone_error(
+            &snap.chain,
+            &mut ctx,
             ErrorCode::InvalidRequest,
             format!("malformed request: {detail}"),
-        )
+        ) else {
+            return false;
+        };
+        let answer = Served::unparsed(header.status.as_u16(), body.len());
+        let served = match session.write_error_response(header, body).await {
+            Ok(()) => answer,
+            Err(e) => {
+                error!("failed to send error response to downstream: {e}");
+                Served::unparsed(0, 0)
+            }
+        };
+        log_unparsed(&self.store, &snap, ctx, &served);
+        true
     }
 
     fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, _error: &Error) -> bool {
@@ -372,7 +392,18 @@ impl ProxyHttp for Gateway {
             // A request that ended before its request phase (the host is read there).
             rc.ctx.host = Ctx::host_of(session.req_header());
         }
-        rc.snap.chain.logging(session, &rc.ctx, e);
-        self.store.monitor.record(session, &rc.ctx, e);
+        let served = Served::of(session, &rc.ctx);
+        rc.snap.chain.logging(&served, &rc.ctx, e);
+        self.store.monitor.record(&served, &rc.ctx, e);
     }
+}
+
+/// The logging phase of a request answered before it could be parsed (by the HTTP/1 parser, or
+/// the connection front for a header over the size limit): its answer carried a request id, and
+/// that id leads to an access log line, a console record and a count like any other's.
+pub(crate) fn log_unparsed(store: &Store, snap: &Snapshot, mut ctx: Ctx, served: &Served) {
+    ctx.client_ip = ctx.peer_ip;
+    ctx.finish(Instant::now());
+    snap.chain.logging(served, &ctx, None);
+    store.monitor.record(served, &ctx, None);
 }

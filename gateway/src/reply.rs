@@ -2,7 +2,7 @@
 //! and (through the chain's response phase) the SPEC §7 headers.
 
 use anygate_plugins::telemetry::upstream_error_kind;
-use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Reply};
+use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Reply, Served};
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Method};
@@ -133,25 +133,31 @@ pub fn render(reply: Reply, ctx: &mut Ctx) -> Result<(ResponseHeader, Bytes)> {
     }
 }
 
-/// An error answered outside any request's phases (no request context yet), with every
-/// response header the chain adds: for requests refused before they could be parsed.
+/// An error answered outside any request's phases, with every response header the chain adds
+/// (the request id among them, in `ctx`): for requests refused before they could be parsed.
 pub fn standalone_error(
     chain: &Chain,
+    ctx: &mut Ctx,
     code: ErrorCode,
     message: String,
 ) -> Option<(ResponseHeader, Bytes)> {
-    let mut ctx = Ctx::new(0);
-    let (mut header, body) = render(Reply::error_with(code, message), &mut ctx).ok()?;
-    chain.response(&mut header, &mut ctx);
+    let (mut header, body) = render(Reply::error_with(code, message), ctx).ok()?;
+    chain.response(&mut header, ctx);
     Some((header, body))
 }
 
 /// An error as the bytes of a whole HTTP/1.1 response, with every response header the chain
 /// adds and `Connection: close`: for the connection front, which answers some requests
 /// (a header over the size limit) before Pingora has parsed them.
-pub fn wire_error(chain: &Chain, code: ErrorCode, message: String) -> Vec<u8> {
-    let Some((mut header, body)) = standalone_error(chain, code, message) else {
-        return Vec::new();
+/// Also says what the client will have got once the bytes are written, for the access log.
+pub fn wire_error(
+    chain: &Chain,
+    ctx: &mut Ctx,
+    code: ErrorCode,
+    message: String,
+) -> (Vec<u8>, Served<'static>) {
+    let Some((mut header, body)) = standalone_error(chain, ctx, code, message) else {
+        return (Vec::new(), Served::unparsed(0, 0));
     };
     let _ = header.insert_header(http::header::CONNECTION, HeaderValue::from_static("close"));
     let status = header.status;
@@ -164,7 +170,7 @@ pub fn wire_error(chain: &Chain, code: ErrorCode, message: String) -> Vec<u8> {
     header.header_to_h1_wire(&mut out);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(&body);
-    out
+    (out, Served::unparsed(status.as_u16(), body.len()))
 }
 
 /// Writes a reply to the client, with every response header the chain adds.

@@ -4,13 +4,11 @@
 
 use crate::ctx::Ctx;
 use crate::log_writer::{LogWriter, Sink};
-use crate::metrics::sent_status;
 use crate::net::write_ip;
-use crate::plugin::{Phases, Plugin};
+use crate::plugin::{Phases, Plugin, Served};
 use crate::{BuildCtx, PluginError};
 use http::header::USER_AGENT;
 use http::HeaderValue;
-use pingora_proxy::Session;
 use serde::Deserialize;
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -164,11 +162,8 @@ fn push_ms(out: &mut Vec<u8>, d: Duration) {
 /// Writes the line for one finished request into `out`: a JSON object whose absent values are
 /// `null`, with `openid` only under `include_openid`. Written by hand: it runs per request, and
 /// a generic serializer costs several times more.
-fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
-    let req = session.req_header();
+fn line(served: &Served, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     let elapsed = ctx.elapsed();
-    let raw = req.raw_path();
-    let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
     let mut time = [0u8; 24];
     let mut ip = [0u8; 46];
     let time = write_unix_millis(ctx.unix_start, &mut time);
@@ -185,11 +180,11 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     }
     out.extend_from_slice(b",\"method\":");
     // A method is a token (RFC 9110 §5.6.2): no `"`, `\\` or controls.
-    push_own(out, req.method.as_str().as_bytes());
+    push_opt_own(out, served.method());
     out.extend_from_slice(b",\"host\":");
     push_opt_str(out, ctx.host.as_ref().map(HeaderValue::as_bytes));
     out.extend_from_slice(b",\"path\":");
-    push_str(out, path);
+    push_opt_str(out, served.path());
     out.extend_from_slice(b",\"entry\":");
     push_own(out, ctx.entry.label().as_bytes());
     out.extend_from_slice(b",\"route\":");
@@ -197,7 +192,7 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"instance\":");
     push_opt_str(out, ctx.instance.as_ref().map(|i| i.id.as_bytes()));
     out.extend_from_slice(b",\"status\":");
-    push_u64(out, u64::from(sent_status(session, ctx)));
+    push_u64(out, u64::from(served.status));
     out.extend_from_slice(b",\"upstream_status\":");
     match ctx.upstream_status {
         Some(s) => push_u64(out, u64::from(s)),
@@ -211,9 +206,15 @@ fn line(session: &Session, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"duration_ms\":");
     push_ms(out, elapsed);
     out.extend_from_slice(b",\"bytes_sent\":");
-    push_u64(out, session.as_ref().body_bytes_sent() as u64);
+    push_u64(out, served.body_bytes as u64);
     out.extend_from_slice(b",\"user_agent\":");
-    push_opt_str(out, req.headers.get(USER_AGENT).map(|h| h.as_bytes()));
+    push_opt_str(
+        out,
+        served
+            .request
+            .and_then(|r| r.headers.get(USER_AGENT))
+            .map(|h| h.as_bytes()),
+    );
     out.extend_from_slice(b",\"error\":");
     push_opt_own(out, ctx.error.map(|e| e.as_str().as_bytes()));
     if include_openid {
@@ -237,13 +238,13 @@ impl Plugin for AccessLog {
         Phases::LOGGING
     }
 
-    fn logging(&self, session: &Session, ctx: &Ctx, _error: Option<&pingora_error::Error>) {
+    fn logging(&self, served: &Served, ctx: &Ctx, _error: Option<&pingora_error::Error>) {
         SCRATCH.with(|scratch| {
             let Ok(mut buf) = scratch.try_borrow_mut() else {
                 return;
             };
             buf.clear();
-            line(session, ctx, self.include_openid, &mut buf);
+            line(served, ctx, self.include_openid, &mut buf);
             if !buf.is_empty() {
                 self.writer.write(&buf);
             }

@@ -30,7 +30,7 @@ pub mod metrics;
 
 pub use ctx::{Ctx, Entry, Identity};
 pub use error::ErrorCode;
-pub use plugin::{Chain, Flow, Phases, Plugin, Reply, Step};
+pub use plugin::{Chain, Flow, Phases, Plugin, Reply, Served, Step};
 
 use routes::RouteTable;
 use std::path::Path;

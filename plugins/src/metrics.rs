@@ -3,7 +3,7 @@
 //! from the process's [`Telemetry`]; this plugin only observes.
 
 use crate::ctx::{Ctx, Entry};
-use crate::plugin::{Phases, Plugin};
+use crate::plugin::{Phases, Plugin, Served};
 use crate::telemetry::{secs, status_label, upstream_error_kind, Telemetry};
 use crate::{BuildCtx, PluginError};
 use pingora_proxy::Session;
@@ -52,9 +52,9 @@ impl Plugin for Metrics {
         Phases::LOGGING
     }
 
-    fn logging(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
+    fn logging(&self, served: &Served, ctx: &Ctx, error: Option<&pingora_error::Error>) {
         let t = &self.telemetry;
-        let status = sent_status(session, ctx);
+        let status = served.status;
         let mut buf = [0; 3];
         let code = status_label(status, &mut buf);
         let elapsed = secs(ctx.elapsed());

@@ -169,7 +169,51 @@ pub trait Plugin: Send + Sync {
     fn response(&self, _resp: &mut ResponseHeader, _ctx: &mut Ctx) {}
 
     /// After the response is sent or the request failed.
-    fn logging(&self, _session: &Session, _ctx: &Ctx, _error: Option<&pingora_error::Error>) {}
+    fn logging(&self, _served: &Served, _ctx: &Ctx, _error: Option<&pingora_error::Error>) {}
+}
+
+/// What the logging phase knows of a request and of the answer the client got.
+#[derive(Clone, Copy)]
+pub struct Served<'a> {
+    /// The request as the client sent it; `None` for one that could not be parsed (answered
+    /// `400 INVALID_REQUEST` before any other phase ran).
+    pub request: Option<&'a RequestHeader>,
+    /// The status the client got; `0` when no answer could be sent.
+    pub status: u16,
+    /// Response body bytes sent to the client.
+    pub body_bytes: usize,
+}
+
+impl<'a> Served<'a> {
+    pub fn of(session: &'a Session, ctx: &Ctx) -> Served<'a> {
+        Served {
+            request: Some(session.req_header()),
+            status: crate::metrics::sent_status(session, ctx),
+            body_bytes: session.as_ref().body_bytes_sent(),
+        }
+    }
+
+    /// A request answered before it could be parsed.
+    pub fn unparsed(status: u16, body_bytes: usize) -> Served<'static> {
+        Served {
+            request: None,
+            status,
+            body_bytes,
+        }
+    }
+
+    /// The method as sent.
+    pub fn method(&self) -> Option<&'a [u8]> {
+        self.request.map(|r| r.method.as_str().as_bytes())
+    }
+
+    /// The path as sent, without its query (queries often carry tokens).
+    pub fn path(&self) -> Option<&'a [u8]> {
+        self.request.map(|r| {
+            let raw = r.raw_path();
+            &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())]
+        })
+    }
 }
 
 /// The ordered chain, with a list per phase so a request pays only for plugins that act.
@@ -272,9 +316,9 @@ impl Chain {
         }
     }
 
-    pub fn logging(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
+    pub fn logging(&self, served: &Served, ctx: &Ctx, error: Option<&pingora_error::Error>) {
         for p in &self.logging {
-            p.logging(session, ctx, error);
+            p.logging(served, ctx, error);
         }
     }
 }

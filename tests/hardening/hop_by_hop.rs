@@ -3,7 +3,7 @@
 //! without leading zeros and surrounding spaces. The proxy skips its removals when a request
 //! carries no hop-by-hop field, and reads a plain `Content-Length` on a short path
 //! (`vendor/pingora-proxy`, `vendor/pingora-core`): these pin what both paths must do. A
-//! refused length gets the SPEC's error (the proxy's `invalid_request_response` hook).
+//! refused length gets the SPEC's error (the proxy's `answer_invalid_request` hook).
 
 use crate::common::*;
 use crate::HOST;

@@ -19,7 +19,7 @@ pub use head::head_end;
 use crate::proxy::Gateway;
 use crate::snapshot::Store;
 use anygate_plugins::net::canonical;
-use anygate_plugins::ErrorCode;
+use anygate_plugins::{Ctx, ErrorCode, Served};
 use async_trait::async_trait;
 use head::{read_head, Head};
 use log::debug;
@@ -161,13 +161,19 @@ impl ServerApp for Front {
                     telemetry.client_closed("header_too_large");
                     let message =
                         format!("the request header is larger than {} bytes", t.max_header);
-                    let wire = crate::reply::wire_error(
-                        &self.store.load().chain,
+                    let snap = self.store.load();
+                    let mut ctx = Ctx::new(snap.generation);
+                    ctx.peer_ip = peer_ip(&stream);
+                    let (wire, answer) = crate::reply::wire_error(
+                        &snap.chain,
+                        &mut ctx,
                         ErrorCode::InvalidRequest,
                         message,
                     );
-                    let _ = stream.write_all(&wire).await;
-                    let _ = stream.flush().await;
+                    let sent =
+                        stream.write_all(&wire).await.is_ok() && stream.flush().await.is_ok();
+                    let served = if sent { answer } else { Served::unparsed(0, 0) };
+                    crate::proxy::log_unparsed(&self.store, &snap, ctx, &served);
                     linger(stream).await;
                     return None;
                 }

@@ -10,14 +10,12 @@ pub mod traffic;
 use crate::health::{Health, Target};
 use crate::snapshot::Snapshot;
 use anygate_plugins::access_log::rfc3339_millis;
-use anygate_plugins::metrics::sent_status;
 use anygate_plugins::telemetry::upstream_error_kind;
-use anygate_plugins::Ctx;
+use anygate_plugins::{Ctx, Served};
 use async_trait::async_trait;
 use http::HeaderValue;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use pingora_proxy::Session;
 use recent::{Fields, Recent};
 use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -67,13 +65,13 @@ impl Monitor {
     /// values, two short uncontended locks.
     // Kept out of line so that profiles show its cost on its own (docs/console.md).
     #[inline(never)]
-    pub fn record(&self, session: &Session, ctx: &Ctx, error: Option<&pingora_error::Error>) {
+    pub fn record(&self, served: &Served, ctx: &Ctx, error: Option<&pingora_error::Error>) {
         if !self.enabled {
             return;
         }
         let elapsed = ctx.elapsed();
         let at = ctx.start + elapsed;
-        let status = sent_status(session, ctx);
+        let status = served.status;
         let failure = match (&ctx.instance, error) {
             (Some(_), Some(e)) => upstream_error_kind(e),
             _ => None,
@@ -95,17 +93,15 @@ impl Monitor {
         if self.recent.capacity() == 0 {
             return;
         }
-        let req = session.req_header();
-        let raw = req.raw_path();
-        let path = &raw[..raw.iter().position(|&b| b == b'?').unwrap_or(raw.len())];
         self.recent.record(&Fields {
             request_id: ctx.request_id_bytes().unwrap_or_default(),
             // The wall-clock start the request id and the access log use too.
             start_us: ctx.unix_start.as_micros() as u64,
             entry: ctx.entry,
-            method: req.method.as_str().as_bytes(),
+            // Empty for a request that could not be parsed.
+            method: served.method().unwrap_or_default(),
             host: ctx.host.as_ref().map(HeaderValue::as_bytes),
-            path,
+            path: served.path().unwrap_or_default(),
             route: ctx.route.as_ref().map(|r| r.label.as_str()),
             instance: ctx.instance.as_ref().map(|i| i.id.as_str()),
             client_ip: ctx.client_ip,

@@ -355,15 +355,18 @@ where
                         downstream_session.session_type()
                     );
                     // anygate patch: the application may answer in its own error format.
-                    let written = match self.inner.invalid_request_response(&e) {
-                        Some((header, body)) => {
-                            downstream_session.write_error_response(header, body).await
-                        }
-                        None => downstream_session.respond_error(400).await,
-                    };
-                    written.unwrap_or_else(|e| {
-                        error!("failed to send error response to downstream: {e}");
-                    });
+                    if !self
+                        .inner
+                        .answer_invalid_request(&mut downstream_session, &e)
+                        .await
+                    {
+                        downstream_session
+                            .respond_error(400)
+                            .await
+                            .unwrap_or_else(|e| {
+                                error!("failed to send error response to downstream: {e}");
+                            });
+                    }
                 } else {
                     // otherwise the connection must be broken, no need to send anything
                     error!(

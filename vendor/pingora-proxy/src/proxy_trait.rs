@@ -543,11 +543,12 @@ pub trait ProxyHttp {
     ) {
     }
 
-    /// anygate patch: the answer (header and body) to a request whose header cannot be read as
-    /// HTTP (`InvalidHTTPHeader`: a malformed `Content-Length`, a bad header line, ...), sent
-    /// before the connection is closed. `None` (the default) keeps Pingora's bare `400`.
-    fn invalid_request_response(&self, _error: &Error) -> Option<(ResponseHeader, Bytes)> {
-        None
+    /// anygate patch: answers a request whose header cannot be read as HTTP
+    /// (`InvalidHTTPHeader`: a malformed `Content-Length`, a bad header line, ...) before the
+    /// connection is closed, and accounts for it (the request phases never run for it).
+    /// `false` (the default) leaves it to Pingora's bare `400`.
+    async fn answer_invalid_request(&self, _session: &mut HttpSession, _error: &Error) -> bool {
+        false
     }
 
     /// A value of true means that the log message will be suppressed. The default value is false.
