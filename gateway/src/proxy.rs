@@ -14,6 +14,8 @@ use anygate_plugins::net::canonical;
 use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Flow, Reply, Served};
 use async_trait::async_trait;
 use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
+use http::HeaderValue;
 use log::{error, warn, Level};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -65,16 +67,50 @@ impl Drop for InFlight {
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
 /// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
-/// passed along, which a CGI-style backend would read as the real one). Returns whether the
-/// request has forwarding headers (`forwarded_for` deals with those), seen on the same walk.
-fn strip_owned(req: &mut RequestHeader, keep_wx: bool) -> bool {
-    let mut forwarding = false;
+/// passed along, which a CGI-style backend would read as the real one). Returns what the same
+/// walk saw: forwarding headers (`forwarded_for` deals with those), a `Content-Length`.
+fn strip_owned(req: &mut RequestHeader, keep_wx: bool) -> Walk {
+    let mut walk = Walk::default();
     remove_request_headers(req, |n| {
         let n = n.as_str();
-        forwarding |= is_forwarding(n);
+        walk.forwarding |= is_forwarding(n);
+        walk.content_length |= n == "content-length";
         is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
     });
-    forwarding
+    walk
+}
+
+/// What [`strip_owned`]'s walk over the request's names saw on the way.
+#[derive(Default)]
+struct Walk {
+    /// A forwarding field (`X-Forwarded-For`, `Forwarded`...).
+    forwarding: bool,
+    content_length: bool,
+}
+
+/// Identical `Content-Length` values, in a list or on repeated lines, which the parser took as
+/// one length (RFC 9110 §8.6; it refuses values that disagree or do not parse), go to the
+/// instance as that one plain number: instances that refuse a list or a repeated field (Node's
+/// llhttp and Go's net/http do) would otherwise answer `400` to a request anygate accepted.
+fn one_content_length(req: &mut RequestHeader) {
+    let mut values = req.headers.get_all(CONTENT_LENGTH).iter();
+    let first = match (values.next(), values.next()) {
+        (Some(only), None)
+            if !only.is_empty() && only.as_bytes().iter().all(u8::is_ascii_digit) =>
+        {
+            return
+        }
+        (Some(first), _) => first,
+        (None, _) => return,
+    };
+    let length = first
+        .to_str()
+        .ok()
+        .and_then(|v| v.split(',').next())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if let Some(n) = length {
+        let _ = req.insert_header(CONTENT_LENGTH, HeaderValue::from(n));
+    }
 }
 
 /// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
@@ -155,7 +191,11 @@ impl ProxyHttp for Gateway {
         ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
         ctx.host = Ctx::host_of(session.req_header());
         snap.chain.early(session.req_header(), ctx);
-        ctx.forwarding_sent = strip_owned(session.req_header_mut(), ctx.trusted_front);
+        let walk = strip_owned(session.req_header_mut(), ctx.trusted_front);
+        ctx.forwarding_sent = walk.forwarding;
+        if walk.content_length {
+            one_content_length(session.req_header_mut());
+        }
         // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
         // `force_https`); then a connection over a cap is refused; then `CONNECT`, `OPTIONS *`
         // and unusable URLs are answered, and `force_https` domains redirected: all before any

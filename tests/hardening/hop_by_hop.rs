@@ -154,3 +154,35 @@ fn content_length_frames_the_body_in_each_accepted_spelling() {
         );
     }
 }
+
+/// Identical `Content-Length` values, in one list or on repeated lines, frame the body as one
+/// length (RFC 9110 §8.6 lets a recipient take them as the single value). The instance gets that
+/// length once, as a plain number: instances that refuse a list or a repeated field (Node's
+/// llhttp and Go's net/http do) never see one.
+#[test]
+fn identical_content_lengths_reach_the_instance_as_one() {
+    let up = Upstream::start(Behavior::Echo);
+    let gw = gateway(&up);
+    for values in [&["5, 5"][..], &["5", "5"], &["5,5", " 5 "], &["05", "5"]] {
+        up.clear();
+        let mut req = Req::post("/api/body").host(HOST).body("hello");
+        for v in values {
+            req = req.header("Content-Length", v);
+        }
+        let resp = send(gw.http, &req).unwrap();
+        assert_eq!(
+            resp.status,
+            200,
+            "Content-Length {values:?}: {:?} {}",
+            resp.headers,
+            resp.text()
+        );
+        let seen = up.last();
+        assert_eq!(seen.text(), "hello", "Content-Length {values:?}");
+        assert_eq!(
+            seen.header_all("Content-Length"),
+            ["5"],
+            "Content-Length {values:?}"
+        );
+    }
+}
