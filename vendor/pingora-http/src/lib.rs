@@ -1263,7 +1263,10 @@ fn drop_added(added: &mut Added, name: &[u8]) -> Option<HeaderValue> {
     let mut last = None;
     let mut i = 0;
     while i < added.len() {
-        if added[i].0.as_str().as_bytes().eq_ignore_ascii_case(name) {
+        // The wire case (a plain `&'static str`, the same name: `append_absent` checks) rather
+        // than the `HeaderName`: most names differ in length, which is compared first. HTTP/2
+        // answers remove five hop-by-hop names from every response that carries added fields.
+        if added[i].1.as_bytes().eq_ignore_ascii_case(name) {
             last = Some(added.remove(i).2);
         } else {
             i += 1;
