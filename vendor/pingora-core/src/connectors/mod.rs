@@ -196,6 +196,36 @@ const DEFAULT_POOL_SIZE: usize = 128;
 /// anygate patch: tells connectors apart in the threads' idle stashes.
 static NEXT_CONNECTOR_ID: AtomicU64 = AtomicU64::new(1);
 
+/// anygate patch: whether a connection from the stash is connected to `peer`'s address, read
+/// from the address its socket digest keeps: `getpeername` once per connection, where
+/// `Peer::matches_fd` makes that system call on every reuse (once per proxied request). The
+/// check guards against two peers whose reuse hashes collide, and the connected address of a
+/// socket never changes, so a cached one answers it as well. Proxied peers (the address to
+/// check is the proxy's next hop) and streams without a digest take Pingora's check.
+#[cfg(unix)]
+fn stashed_matches<P: Peer>(peer: &P, stream: &Stream) -> bool {
+    use std::net::{IpAddr, Ipv4Addr};
+    if peer.get_proxy().is_none() {
+        if let Some(digest) = stream.get_socket_digest() {
+            if let Some(connected) = digest.peer_addr() {
+                let wanted = peer.address();
+                // As `check_fd_match`: 0.0.0.0 may be mapped to 127.0.0.1, so it is not compared.
+                if let crate::protocols::l4::socket::SocketAddr::Inet(addr) = wanted {
+                    if addr.ip() == IpAddr::V4(Ipv4Addr::UNSPECIFIED) {
+                        return true;
+                    }
+                }
+                if connected == wanted {
+                    return true;
+                }
+                error!("Crit: stashed connection to {connected} does not match peer {wanted}");
+                return false;
+            }
+        }
+    }
+    peer.matches_fd(stream.id())
+}
+
 impl TransportConnector {
     /// Create a new [TransportConnector] with the given [ConnectorOptions]
     pub fn new(mut options: Option<ConnectorOptions>) -> Self {
@@ -272,7 +302,7 @@ impl TransportConnector {
         if self.keepalive_pool_callback.is_none() {
             let stream = idle_stash::take((self.id, peer.reuse_hash()))?;
             #[cfg(unix)]
-            if !peer.matches_fd(stream.id()) {
+            if !stashed_matches(peer, &stream) {
                 return None;
             }
             return Some(stream);
