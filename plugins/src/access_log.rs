@@ -135,6 +135,22 @@ fn push_opt_str(out: &mut Vec<u8>, s: Option<&[u8]>) {
 }
 
 fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    // Statuses, small byte counts and whole milliseconds have one to three digits: written as
+    // fixed-size pieces, they need no call to `memcpy` (whose size dispatch mispredicts on
+    // lengths that change from field to field).
+    let digit = |d: u64| b'0' + d as u8;
+    if n < 10 {
+        out.push(digit(n));
+        return;
+    }
+    if n < 100 {
+        out.extend_from_slice(&[digit(n / 10), digit(n % 10)]);
+        return;
+    }
+    if n < 1000 {
+        out.extend_from_slice(&[digit(n / 100), digit(n / 10 % 10), digit(n % 10)]);
+        return;
+    }
     let mut digits = [0u8; 20];
     let mut i = digits.len();
     loop {
@@ -420,7 +436,7 @@ mod tests {
             assert_eq!(String::from_utf8(out).unwrap(), want);
         }
         let mut out = Vec::new();
-        for n in [0u64, 7, 10, 65535, u64::MAX] {
+        for n in [0u64, 7, 9, 10, 42, 99, 100, 200, 999, 1000, 65535, u64::MAX] {
             out.clear();
             push_u64(&mut out, n);
             assert_eq!(String::from_utf8(out.clone()).unwrap(), n.to_string());
