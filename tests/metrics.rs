@@ -314,10 +314,65 @@ fn promtool_accepts_the_scrape() {
     );
 }
 
-/// A Prometheus server, killed on drop.
+/// A Prometheus server, killed on drop (before the directory holding its data goes).
 struct Prometheus {
     child: Child,
-    _dir: tempfile::TempDir,
+}
+
+impl Prometheus {
+    /// How the server ended, if it did.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+}
+
+/// Starts Prometheus on a free loopback port and waits until it answers. A port found free
+/// can be taken before Prometheus binds it (the tests open many loopback connections, whose
+/// source ports come from the same range): when Prometheus exits saying so, it is started
+/// again on another port, up to five times.
+fn start_prometheus(dir: &std::path::Path, config: &std::path::Path) -> (Prometheus, SocketAddr) {
+    let log_path = dir.join("prometheus.log");
+    for _ in 0..5 {
+        let prom = SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        );
+        let data = dir.join("data");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = tool("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={prom}"))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut server = Prometheus { child };
+        // Bounded wait for its readiness endpoint, or its exit.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = send(prom, &Req::get("/-/ready").host("localhost"));
+            if ready.is_ok_and(|r| r.status == 200) {
+                return (server, prom);
+            }
+            if let Some(status) = server.exited() {
+                let text = std::fs::read_to_string(&log_path).unwrap_or_default();
+                assert!(
+                    text.contains("address already in use"),
+                    "Prometheus exited ({status}); its log:\n{text}"
+                );
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus did not get ready on {prom}; its log:\n{}",
+                std::fs::read_to_string(&log_path).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    panic!("Prometheus found its port taken five times in a row");
 }
 
 impl Drop for Prometheus {
@@ -367,25 +422,8 @@ fn a_real_prometheus_scrapes_anygate() {
         .unwrap();
     let config = dir.path().join("prometheus.yml");
     std::fs::write(&config, prometheus_config(gw.admin)).unwrap();
-    let prom = SocketAddr::new(
-        IpAddr::V4(Ipv4Addr::LOCALHOST),
-        free_port(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-    );
-    let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
-    let child = tool("prometheus")
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.path().join("data").display()
-        ))
-        .arg(format!("--web.listen-address={prom}"))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let server = Prometheus { child, _dir: dir };
-    let log_path = server._dir.path().join("prometheus.log");
+    let (mut server, prom) = start_prometheus(dir.path(), &config);
+    let log_path = dir.path().join("prometheus.log");
 
     // Bounded wait: Prometheus starts, scrapes every second, and answers the query.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -396,9 +434,11 @@ fn a_real_prometheus_scrapes_anygate() {
                 break result;
             }
         }
+        let exited = server.exited();
         assert!(
-            Instant::now() < deadline,
-            "Prometheus never returned anygate_requests_total; its log:\n{}",
+            Instant::now() < deadline && exited.is_none(),
+            "Prometheus never returned anygate_requests_total ({}); its log:\n{}",
+            exited.map_or("still running".to_string(), |e| format!("it exited: {e}")),
             std::fs::read_to_string(&log_path).unwrap_or_default()
         );
         std::thread::sleep(Duration::from_millis(200));

@@ -37,23 +37,67 @@ pub fn anygate_bin() -> PathBuf {
     }
 }
 
-/// A free TCP port on `ip` (bind `ip:0`, read the port, drop).
+/// A free TCP port on `ip`, for a server a test starts (see [`free_ports`]).
 pub fn free_port(ip: IpAddr) -> u16 {
-    TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}"))
-        .port()
+    free_ports(ip, 1)[0]
 }
 
-/// `n` distinct free ports on `ip` (all held at once while picking).
+/// `n` distinct free ports on `ip`, for servers a test starts.
+///
+/// They are picked below the kernel's ephemeral range (`ip_local_port_range`): the source
+/// ports of the tests' own connections and the ports `bind(ip:0)` returns come from that
+/// range, so a port found free there could be taken by one of them before the server meant
+/// for it bound it (seen: Prometheus exiting with "address already in use"). Each port is
+/// handed out once per test process, after a bind to it succeeded; the picks start at a
+/// place that depends on the process id, so test processes run side by side (nextest) take
+/// different ports. Without such a range (under 1,000 ports below it), `bind(ip:0)` picks.
 pub fn free_ports(ip: IpAddr, n: usize) -> Vec<u16> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind((ip, 0)).unwrap_or_else(|e| panic!("cannot bind {ip}:0: {e}")))
-        .collect();
-    listeners
-        .iter()
+    let mut held: Vec<TcpListener> = Vec::with_capacity(n);
+    while held.len() < n {
+        let listener = match below_ephemeral() {
+            Some((low, high)) => pick_below(ip, low, high),
+            None => TcpListener::bind((ip, 0)),
+        };
+        held.push(listener.unwrap_or_else(|e| panic!("cannot find a free port on {ip}: {e}")));
+    }
+    held.iter()
         .map(|l| l.local_addr().expect("local_addr").port())
         .collect()
+}
+
+/// The ports tests pick from: 10000 up to the start of the ephemeral range.
+fn below_ephemeral() -> Option<(u16, u16)> {
+    static RANGE: std::sync::OnceLock<Option<(u16, u16)>> = std::sync::OnceLock::new();
+    *RANGE.get_or_init(|| {
+        let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+        let first: u16 = text.split_whitespace().next()?.parse().ok()?;
+        let low = 10_000;
+        (first > low + 1_000).then_some((low, first - 1))
+    })
+}
+
+/// The next port in `low..=high` (going round) that binds on `ip`, bound.
+fn pick_below(ip: IpAddr, low: u16, high: u16) -> io::Result<TcpListener> {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let span = u32::from(high - low) + 1;
+    // Seeded once from the process id: far apart for processes started one after another.
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7_919) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    let mut last = None;
+    for _ in 0..span.min(2_000) {
+        let at = NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        let port = low + at as u16;
+        match TcpListener::bind((ip, port)) {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| io::Error::other("no port left to try")))
 }
 
 /// Substitutes the placeholders of `template`.
