@@ -27,14 +27,21 @@ pub struct UpstreamInfo;
 
 const DASH: HeaderValue = HeaderValue::from_static("-");
 
-/// Status codes 0..=999 as header values, made once (cloning one is a reference count).
-fn status_value(code: u16) -> HeaderValue {
+/// The numbers 0..=999 as static header values, made once per process: a status code and a
+/// time cost in milliseconds are nearly always among them. Cloning a static value touches no
+/// reference count, and a value made per response (`HeaderValue::from(u64)`) allocated.
+fn small_number(n: u64) -> HeaderValue {
     static TABLE: std::sync::OnceLock<Vec<HeaderValue>> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| (0u16..1000).map(HeaderValue::from).collect());
-    table
-        .get(usize::from(code))
+    let table = TABLE.get_or_init(|| {
+        (0u16..1000)
+            .map(|i| HeaderValue::from_static(Box::leak(i.to_string().into_boxed_str())))
+            .collect()
+    });
+    usize::try_from(n)
+        .ok()
+        .and_then(|i| table.get(i))
         .cloned()
-        .unwrap_or_else(|| HeaderValue::from(code))
+        .unwrap_or_else(|| HeaderValue::from(n))
 }
 
 impl Plugin for UpstreamInfo {
@@ -47,10 +54,12 @@ impl Plugin for UpstreamInfo {
     }
 
     fn response(&self, resp: &mut ResponseHeader, ctx: &mut Ctx) {
-        let status = ctx.upstream_status.map_or(DASH, status_value);
+        let status = ctx
+            .upstream_status
+            .map_or(DASH, |code| small_number(u64::from(code)));
         let timecost = ctx
             .upstream_timecost
-            .map_or(DASH, |d| HeaderValue::from(d.as_millis() as u64));
+            .map_or(DASH, |d| small_number(d.as_millis() as u64));
         let kind = ctx
             .instance
             .as_ref()
@@ -70,5 +79,17 @@ impl Plugin for UpstreamInfo {
             wire::X_CLOUDBASE_UPSTREAM_TYPE,
             kind,
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_numbers_come_from_the_table_and_others_are_made() {
+        for n in [0u64, 7, 42, 200, 504, 999, 1000, 65_536, u64::MAX] {
+            assert_eq!(small_number(n).to_str().ok(), Some(n.to_string().as_str()));
+        }
     }
 }
