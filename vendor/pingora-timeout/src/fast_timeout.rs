@@ -89,7 +89,9 @@ pub fn fast_timeout_to_tokio_threshold() -> Option<Duration> {
 pub struct FastTimeout(Duration);
 
 impl ToTimeout for FastTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+    type Delay = crate::slots::SlotTimer;
+
+    fn timeout(&self) -> Self::Delay {
         // anygate patch: the clock thread is checked here, when a timer is registered, rather
         // than each time a timeout is created (most complete before they need a timer); the
         // timer is a slot in this thread's table (`slots.rs`), not a shared bucket's `Notify`.
@@ -97,7 +99,7 @@ impl ToTimeout for FastTimeout {
         if stale {
             check_clock_thread(&TIMER_MANAGER);
         }
-        Box::pin(timer)
+        timer
     }
 
     fn create(d: Duration) -> Self {
@@ -126,11 +128,34 @@ impl FastOrTokioTimeout {
     }
 }
 
+/// anygate patch: the timer of a [FastOrTokioTimeout], either kind, held unboxed.
+pub enum FastOrTokioDelay {
+    Fast(crate::slots::SlotTimer),
+    Tokio(<TokioTimeout as ToTimeout>::Delay),
+}
+
+impl Future for FastOrTokioDelay {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        match self.get_mut() {
+            FastOrTokioDelay::Fast(t) => Pin::new(t).poll(cx),
+            FastOrTokioDelay::Tokio(t) => t.as_mut().poll(cx),
+        }
+    }
+}
+
 impl ToTimeout for FastOrTokioTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+    type Delay = FastOrTokioDelay;
+
+    fn timeout(&self) -> Self::Delay {
         match self.kind {
-            TimeoutKind::Fast => FastTimeout::create(self.duration).timeout(),
-            TimeoutKind::Tokio => TokioTimeout::create(self.duration).timeout(),
+            TimeoutKind::Fast => {
+                FastOrTokioDelay::Fast(FastTimeout::create(self.duration).timeout())
+            }
+            TimeoutKind::Tokio => {
+                FastOrTokioDelay::Tokio(TokioTimeout::create(self.duration).timeout())
+            }
         }
     }
 

@@ -36,6 +36,8 @@
 pub mod coarse;
 pub mod fast_timeout;
 mod slots;
+// anygate patch: the fast timeout's timer type, named by `FastTimeout::Delay`.
+pub use slots::SlotTimer;
 pub mod timer;
 
 pub use fast_timeout::fast_sleep as sleep;
@@ -51,7 +53,10 @@ use tokio::time::{sleep as tokio_sleep, Duration};
 ///
 /// Users don't need to interact with this trait
 pub trait ToTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>>;
+    /// anygate patch: the timer's own future type, kept inside the [Timeout]. It was a boxed
+    /// `dyn Future`: an allocation (and its free) for every timeout that needed a timer.
+    type Delay: Future<Output = ()> + Send + Sync + Unpin;
+    fn timeout(&self) -> Self::Delay;
     fn create(d: Duration) -> Self;
 }
 
@@ -61,7 +66,9 @@ pub trait ToTimeout {
 pub struct TokioTimeout(Duration);
 
 impl ToTimeout for TokioTimeout {
-    fn timeout(&self) -> Pin<Box<dyn Future<Output = ()> + Send + Sync>> {
+    type Delay = Pin<Box<tokio::time::Sleep>>;
+
+    fn timeout(&self) -> Self::Delay {
         Box::pin(tokio_sleep(self.0))
     }
 
@@ -97,11 +104,14 @@ where
 pin_project! {
     /// The timeout future returned by the timeout functions
     #[must_use = "futures do nothing unless you `.await` or poll them"]
-    pub struct Timeout<T, F> {
+    pub struct Timeout<T, F>
+    where
+        F: ToTimeout,
+    {
         #[pin]
         value: T,
-        #[pin]
-        delay: Option<Pin<Box<dyn Future<Output = ()> + Send + Sync>>>,
+        // anygate patch: the timer itself (`Unpin`), not a box holding it.
+        delay: Option<F::Delay>,
         callback: F, // callback to create the timer
     }
 }
@@ -131,18 +141,17 @@ where
     type Output = Result<T::Output, Elapsed>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut task::Context<'_>) -> Poll<Self::Output> {
-        let mut me = self.project();
+        let me = self.project();
 
         // First, try polling the future
         if let Poll::Ready(v) = me.value.poll(cx) {
             return Poll::Ready(Ok(v));
         }
 
-        // anygate patch: `timeout()` returns its future boxed already; boxing it again cost
-        // a second allocation per timer.
+        // anygate patch: the timer is kept as it is, unboxed (see `ToTimeout::Delay`).
         let delay = me.delay.get_or_insert_with(|| me.callback.timeout());
 
-        match delay.as_mut().poll(cx) {
+        match Pin::new(delay).poll(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(()) => Poll::Ready(Err(Elapsed {})),
         }

@@ -242,13 +242,15 @@ impl TimerManager {
         // The precise clock, not `coarse.rs`: the coarse one can lag by more than a tick when
         // the kernel's tick is late (a busy virtual machine), and a timeout must not come early.
         let since_zero = Instant::now().saturating_duration_since(self.zero);
-        let stale = since_zero.as_secs() as i64
-            >= self.clock_watchdog.load(Ordering::Relaxed) + DELAYS_SEC;
+        let stale =
+            since_zero.as_secs() as i64 >= self.clock_watchdog.load(Ordering::Relaxed) + DELAYS_SEC;
         let now_ms = since_zero.as_secs() * 1000 + u64::from(since_zero.subsec_millis());
-        let duration_ms = duration.as_secs().saturating_mul(1000)
-            + u64::from(duration.subsec_millis());
+        let duration_ms =
+            duration.as_secs().saturating_mul(1000) + u64::from(duration.subsec_millis());
         // Rounded up to the resolution, as `Time` does: never before the duration has passed.
-        let deadline = (now_ms.saturating_add(duration_ms).saturating_add(RESOLUTION_MS - 1)
+        let deadline = (now_ms
+            .saturating_add(duration_ms)
+            .saturating_add(RESOLUTION_MS - 1)
             / RESOLUTION_MS)
             .saturating_mul(RESOLUTION_MS);
         let table = self.slots.get_or(crate::slots::new_table);
