@@ -5,8 +5,8 @@ use crate::front::Refusal;
 use crate::reply;
 use crate::snapshot::{Snapshot, Store};
 use anygate_plugins::headers::{
-    has_underscore, is_cloudbase, is_forwarding, is_owned, is_wx, remove_request_headers,
-    remove_response_headers, X_WX_SERVICE,
+    has_underscore, is_cloudbase, is_forwarding, is_owned, is_wx, remove_response_headers,
+    X_WX_SERVICE,
 };
 use anygate_plugins::log_limit::{self, Admit};
 use anygate_plugins::metrics::final_status;
@@ -14,8 +14,8 @@ use anygate_plugins::net::canonical;
 use anygate_plugins::{Chain, Ctx, Entry, ErrorCode, Flow, Reply, Served};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::header::CONTENT_LENGTH;
-use http::HeaderValue;
+use http::header::{CONTENT_LENGTH, HOST, USER_AGENT};
+use http::{HeaderName, HeaderValue};
 use log::{error, warn, Level};
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
@@ -67,41 +67,76 @@ impl Drop for InFlight {
 
 /// Removes every client-sent header anygate owns (SPEC §5); `X-WX-*` stay only for a trusted
 /// front, and never in `_` form (a front writes `-`; an `_` name is a client's that the front
-/// passed along, which a CGI-style backend would read as the real one). Returns what the same
-/// walk saw: forwarding headers (`forwarded_for` deals with those), a `Content-Length`.
-fn strip_owned(req: &mut RequestHeader, keep_wx: bool) -> Walk {
-    let mut walk = Walk::default();
-    remove_request_headers(req, |n| {
-        let n = n.as_str();
-        walk.forwarding |= is_forwarding(n);
-        walk.content_length |= n == "content-length";
-        is_owned(n) && !(keep_wx && is_wx(n) && !has_underscore(n))
-    });
-    walk
+/// passed along, which a CGI-style backend would read as the real one).
+///
+/// The same walk over the request's fields keeps in `ctx` what the chain reads later, so that
+/// no plugin looks it up again: the host (the target's authority, else the first `Host`), whether
+/// `Host` came more than once, the first `User-Agent`, `X-WX-SERVICE` (read before it is
+/// stripped), and whether forwarding fields came. Returns whether a `Content-Length` came.
+fn read_fields(req: &mut RequestHeader, ctx: &mut Ctx) -> bool {
+    let keep_wx = ctx.trusted_front;
+    ctx.host = req
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    let mut hosts = 0u32;
+    let mut forwarding = false;
+    let mut content_length = false;
+    let mut doomed: Vec<HeaderName> = Vec::new();
+    // Every value is visited, a repeated name's values one after the other.
+    for (name, value) in req.headers.iter() {
+        if *name == HOST {
+            hosts += 1;
+            if ctx.host.is_none() {
+                ctx.host = Some(value.clone());
+            }
+            continue;
+        }
+        if *name == USER_AGENT {
+            if ctx.user_agent.is_none() {
+                ctx.user_agent = Some(value.clone());
+            }
+            continue;
+        }
+        if *name == CONTENT_LENGTH {
+            content_length = true;
+            continue;
+        }
+        if *name == X_WX_SERVICE && ctx.wx_service.is_none() {
+            ctx.wx_service = Some(value.clone());
+        }
+        let n = name.as_str();
+        forwarding |= is_forwarding(n);
+        if is_owned(n)
+            && !(keep_wx && is_wx(n) && !has_underscore(n))
+            && doomed.last() != Some(name)
+        {
+            doomed.push(name.clone());
+        }
+    }
+    for name in &doomed {
+        req.remove_header(name);
+    }
+    ctx.host_repeated = hosts > 1;
+    ctx.forwarding_sent = forwarding;
+    content_length
 }
 
-/// What [`strip_owned`]'s walk over the request's names saw on the way.
-#[derive(Default)]
-struct Walk {
-    /// A forwarding field (`X-Forwarded-For`, `Forwarded`...).
-    forwarding: bool,
-    content_length: bool,
-}
-
-/// Identical `Content-Length` values, in a list or on repeated lines, which the parser took as
-/// one length (RFC 9110 §8.6; it refuses values that disagree or do not parse), go to the
-/// instance as that one plain number: instances that refuse a list or a repeated field (Node's
-/// llhttp and Go's net/http do) would otherwise answer `400` to a request anygate accepted.
-fn one_content_length(req: &mut RequestHeader) {
+/// The request's declared length. Identical `Content-Length` values, in a list or on repeated
+/// lines, which the parser took as one length (RFC 9110 §8.6; it refuses values that disagree or
+/// do not parse), go to the instance as that one plain number: instances that refuse a list or a
+/// repeated field (Node's llhttp and Go's net/http do) would otherwise answer `400` to a request
+/// anygate accepted.
+fn declared_length(req: &mut RequestHeader) -> Option<u64> {
     let mut values = req.headers.get_all(CONTENT_LENGTH).iter();
     let first = match (values.next(), values.next()) {
         (Some(only), None)
             if !only.is_empty() && only.as_bytes().iter().all(u8::is_ascii_digit) =>
         {
-            return
+            return only.to_str().ok()?.parse().ok();
         }
         (Some(first), _) => first,
-        (None, _) => return,
+        (None, _) => return None,
     };
     let length = first
         .to_str()
@@ -111,6 +146,7 @@ fn one_content_length(req: &mut RequestHeader) {
     if let Some(n) = length {
         let _ = req.insert_header(CONTENT_LENGTH, HeaderValue::from(n));
     }
+    length
 }
 
 /// Removes `X-Cloudbase-*` headers an upstream sent: only anygate sets those.
@@ -188,13 +224,9 @@ impl ProxyHttp for Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| canonical(a.ip()));
         ctx.client_ip = ctx.peer_ip;
-        ctx.wx_service = session.req_header().headers.get(X_WX_SERVICE).cloned();
-        ctx.host = Ctx::host_of(session.req_header());
         snap.chain.early(session.req_header(), ctx);
-        let walk = strip_owned(session.req_header_mut(), ctx.trusted_front);
-        ctx.forwarding_sent = walk.forwarding;
-        if walk.content_length {
-            one_content_length(session.req_header_mut());
+        if read_fields(session.req_header_mut(), ctx) {
+            ctx.declared_length = declared_length(session.req_header_mut());
         }
         // ACME HTTP-01 answers come first (before a connection cap, the firewall, routing and
         // `force_https`); then a connection over a cap is refused; then `CONNECT`, `OPTIONS *`
@@ -428,9 +460,11 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, rc: &mut RequestCtx) {
         rc.ctx.finish(Instant::now());
-        if rc.ctx.host.is_none() {
-            // A request that ended before its request phase (the host is read there).
-            rc.ctx.host = Ctx::host_of(session.req_header());
+        if rc.ctx.host.is_none() && rc.ctx.user_agent.is_none() {
+            // A request that ended before its request phase (these are read there).
+            let req = session.req_header();
+            rc.ctx.host = Ctx::host_of(req);
+            rc.ctx.user_agent = req.headers.get(USER_AGENT).cloned();
         }
         let served = Served::of(session, &rc.ctx);
         rc.snap.chain.logging(&served, &rc.ctx, e);
@@ -446,4 +480,84 @@ pub(crate) fn log_unparsed(store: &Store, snap: &Snapshot, mut ctx: Ctx, served:
     ctx.finish(Instant::now());
     snap.chain.logging(served, &ctx, None);
     store.monitor.record(served, &ctx, None);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(fields: &[(&str, &str)]) -> RequestHeader {
+        let mut req = RequestHeader::build("GET", b"/a", None).unwrap();
+        for (n, v) in fields {
+            req.append_header(n.to_string(), *v).unwrap();
+        }
+        req
+    }
+
+    /// The walk keeps what the chain reads later, as a lookup of each would have found it, and
+    /// strips owned names (every value of a repeated one) in the same pass.
+    #[test]
+    fn the_walk_over_the_fields_reads_what_the_chain_needs_and_strips_owned_ones() {
+        let mut req = request(&[
+            ("Host", "a.example"),
+            ("X-WX-SERVICE", "tcbanyservice"),
+            ("User-Agent", "first"),
+            ("X-WX-OPENID", "spoof"),
+            ("x-wx-openid", "spoof again"),
+            ("Host", "b.example"),
+            ("User-Agent", "second"),
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("Content-Length", "0"),
+        ]);
+        let mut ctx = Ctx::new(0);
+        assert!(read_fields(&mut req, &mut ctx));
+        assert_eq!(ctx.host.as_ref().unwrap(), "a.example");
+        assert!(ctx.host_repeated);
+        assert_eq!(ctx.user_agent.as_ref().unwrap(), "first");
+        assert_eq!(ctx.wx_service.as_ref().unwrap(), "tcbanyservice");
+        assert!(ctx.forwarding_sent);
+        assert!(req.headers.get("x-wx-openid").is_none());
+        assert!(req.headers.get("x-wx-service").is_none());
+        assert_eq!(req.headers.get_all("host").iter().count(), 2);
+        let mut wire = Vec::new();
+        req.header_to_h1_wire(&mut wire);
+        let wire = String::from_utf8(wire).unwrap();
+        assert!(!wire.to_ascii_lowercase().contains("x-wx-"), "{wire}");
+
+        // One Host, no forwarding fields, no length; a trusted front keeps its `X-WX-*`.
+        let mut req = request(&[("Host", "a.example"), ("X-WX-OPENID", "front's")]);
+        let mut ctx = Ctx::new(0);
+        ctx.trusted_front = true;
+        assert!(!read_fields(&mut req, &mut ctx));
+        assert!(!ctx.host_repeated && !ctx.forwarding_sent);
+        assert!(ctx.user_agent.is_none() && ctx.wx_service.is_none());
+        assert_eq!(req.headers.get("x-wx-openid").unwrap(), "front's");
+
+        // The target's authority is the host, before any `Host` field.
+        let mut req = request(&[("Host", "a.example")]);
+        req.set_uri(http::Uri::from_static("http://c.example/a"));
+        let mut ctx = Ctx::new(0);
+        read_fields(&mut req, &mut ctx);
+        assert_eq!(ctx.host.as_ref().unwrap(), "c.example");
+        assert!(!ctx.host_repeated);
+    }
+
+    #[test]
+    fn the_declared_length_is_read_and_identical_values_become_one() {
+        for (values, want, sent) in [
+            (&["12"][..], Some(12), "12"),
+            (&["7, 7"][..], Some(7), "7"),
+            (&["5", "5"][..], Some(5), "5"),
+        ] {
+            let mut req = RequestHeader::build("POST", b"/a", None).unwrap();
+            for v in values {
+                req.append_header("Content-Length", *v).unwrap();
+            }
+            assert_eq!(declared_length(&mut req), want, "{values:?}");
+            let all: Vec<_> = req.headers.get_all(CONTENT_LENGTH).iter().collect();
+            assert_eq!(all, [sent], "{values:?}");
+        }
+        let mut req = RequestHeader::build("GET", b"/a", None).unwrap();
+        assert_eq!(declared_length(&mut req), None);
+    }
 }

@@ -7,7 +7,6 @@ use crate::log_writer::{LogWriter, Sink};
 use crate::net::write_ip;
 use crate::plugin::{Phases, Plugin, Served};
 use crate::{BuildCtx, PluginError};
-use http::header::USER_AGENT;
 use http::HeaderValue;
 use serde::Deserialize;
 use std::io::Write;
@@ -86,8 +85,9 @@ fn push_str(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 /// Whether `s` is printable ASCII without `"` or `\\` (written as is), eight bytes at a time:
-/// user agents and paths run to hundreds of bytes on every line.
-fn is_plain(s: &[u8]) -> bool {
+/// user agents and paths run to hundreds of bytes on every line. Texts from the config (route
+/// labels, instance ids) are checked once, when the route table is built.
+pub(crate) fn is_plain(s: &[u8]) -> bool {
     const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
     // Whether any byte of `w` is zero (exact for "any", per byte possibly not).
@@ -123,6 +123,15 @@ fn push_own(out: &mut Vec<u8>, s: &[u8]) {
 fn push_opt_own(out: &mut Vec<u8>, s: Option<&[u8]>) {
     match s {
         Some(s) => push_own(out, s),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+/// A text from the config, whose check was made when the route table was built.
+fn push_opt_checked(out: &mut Vec<u8>, s: Option<(&str, bool)>) {
+    match s {
+        Some((s, true)) => push_own(out, s.as_bytes()),
+        Some((s, false)) => push_str(out, s.as_bytes()),
         None => out.extend_from_slice(b"null"),
     }
 }
@@ -204,9 +213,9 @@ fn line(served: &Served, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"entry\":");
     push_own(out, ctx.entry.label().as_bytes());
     out.extend_from_slice(b",\"route\":");
-    push_opt_str(out, ctx.route.as_ref().map(|r| r.label.as_bytes()));
+    push_opt_checked(out, ctx.route.as_ref().map(|r| (&*r.label, r.label_plain)));
     out.extend_from_slice(b",\"instance\":");
-    push_opt_str(out, ctx.instance.as_ref().map(|i| i.id.as_bytes()));
+    push_opt_checked(out, ctx.instance.as_ref().map(|i| (&*i.id, i.id_plain)));
     out.extend_from_slice(b",\"status\":");
     push_u64(out, u64::from(served.status));
     out.extend_from_slice(b",\"upstream_status\":");
@@ -224,13 +233,7 @@ fn line(served: &Served, ctx: &Ctx, include_openid: bool, out: &mut Vec<u8>) {
     out.extend_from_slice(b",\"bytes_sent\":");
     push_u64(out, served.body_bytes as u64);
     out.extend_from_slice(b",\"user_agent\":");
-    push_opt_str(
-        out,
-        served
-            .request
-            .and_then(|r| r.headers.get(USER_AGENT))
-            .map(|h| h.as_bytes()),
-    );
+    push_opt_str(out, ctx.user_agent.as_ref().map(HeaderValue::as_bytes));
     out.extend_from_slice(b",\"error\":");
     push_opt_own(out, ctx.error.map(|e| e.as_str().as_bytes()));
     if include_openid {

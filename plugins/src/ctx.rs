@@ -68,9 +68,15 @@ pub struct Ctx {
     /// The `X-WX-SERVICE` value the client sent, read before owned headers are stripped.
     pub wx_service: Option<HeaderValue>,
     /// The host the client asked for: the target's authority, else the first `Host` value.
-    /// Read once before the chain runs, for the plugins and the console that report it
-    /// (routing reads the header itself: it refuses a repeated `Host`).
+    /// Read once before the chain runs (the runner's walk over the request's fields), for
+    /// routing and the plugins and the console that report it.
     pub host: Option<HeaderValue>,
+    /// Whether the request carried more than one `Host` field (routing refuses it).
+    pub host_repeated: bool,
+    /// The first `User-Agent` value, read in the same walk (identity, the access log).
+    pub user_agent: Option<HeaderValue>,
+    /// The request's `Content-Length`, as the runner read it (routing's body limit).
+    pub declared_length: Option<u64>,
     /// Whether the peer is a trusted front whose `X-WX-*` headers are kept (identity plugin).
     pub trusted_front: bool,
     /// Whether the client's request may carry forwarding headers (`X-Forwarded-*`,
@@ -132,6 +138,9 @@ impl Ctx {
             client_ip_text: None,
             wx_service: None,
             host: None,
+            host_repeated: false,
+            user_agent: None,
+            declared_length: None,
             trusted_front: false,
             forwarding_sent: true,
             identity: None,

@@ -34,6 +34,8 @@ impl Default for Timeouts {
 /// A cloud server anygate forwards to.
 pub struct Instance {
     pub id: String,
+    /// Whether `id` is written into a JSON string as is (the access log's check, made once).
+    pub id_plain: bool,
     pub addr: SocketAddr,
     /// `X-Cloudbase-Upstream-Type`.
     pub upstream_type: HeaderValue,
@@ -83,6 +85,7 @@ impl Instance {
     ) -> Instance {
         Instance {
             timeouts,
+            id_plain: crate::access_log::is_plain(id.as_bytes()),
             id,
             addr,
             upstream_type,
@@ -135,6 +138,8 @@ impl DomainKey {
 pub struct Route {
     /// `<domain><path>`, e.g. `default/api`: the route's name in metrics and logs.
     pub label: String,
+    /// Whether `label` is written into a JSON string as is (the access log's check, made once).
+    pub label_plain: bool,
     pub domain: DomainKey,
     /// The normalised trigger path: starts with `/`, no trailing `/` unless it is `/`.
     pub path: String,
@@ -222,8 +227,10 @@ impl RouteTable {
                 .get(&spec.instance)
                 .cloned()
                 .ok_or(TableError::UnknownInstance(i))?;
+            let label = format!("{}{}", spec.domain.as_str(), path);
             let route = Arc::new(Route {
-                label: format!("{}{}", spec.domain.as_str(), path),
+                label_plain: crate::access_log::is_plain(label.as_bytes()),
+                label,
                 domain: spec.domain.clone(),
                 path: path.clone(),
                 instance,

@@ -8,7 +8,6 @@ use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
 use crate::routes::{host_without_port, Auth, HttpMatch, RouteTable};
 use crate::{BuildCtx, PluginError};
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, HOST};
 use http::{HeaderValue, Method, StatusCode, Version};
 use pingora_http::RequestHeader;
 use pingora_proxy::Session;
@@ -60,16 +59,6 @@ fn is_trace(method: &Method) -> bool {
     *method == Method::TRACE || method.as_str() == "TRACK"
 }
 
-/// The single value of a header, `Err` when it is repeated.
-fn single<'a>(req: &'a RequestHeader, name: &http::HeaderName) -> Result<Option<&'a [u8]>, ()> {
-    let mut it = req.headers.get_all(name).iter();
-    let first = it.next();
-    if it.next().is_some() {
-        return Err(());
-    }
-    Ok(first.map(|v| v.as_bytes()))
-}
-
 impl Routing {
     fn route_sdk(
         &self,
@@ -113,14 +102,16 @@ impl Routing {
         ctx: &mut Ctx,
     ) -> Result<(), Reply> {
         let bad = |m: &'static str| Reply::error_with(ErrorCode::InvalidRequest, m);
-        let host_header = single(req, &HOST).map_err(|_| bad("more than one Host header"))?;
-        let host: &[u8] = match (req.uri.authority(), host_header) {
-            (Some(a), _) => a.as_str().as_bytes(),
-            (None, Some(h)) => h,
-            (None, None) if req.version == Version::HTTP_11 => {
+        // The host as the runner read it: the target's authority, else the one `Host`.
+        if ctx.host_repeated {
+            return Err(bad("more than one Host header"));
+        }
+        let host: &[u8] = match &ctx.host {
+            Some(h) => h.as_bytes(),
+            None if req.version == Version::HTTP_11 => {
                 return Err(bad("HTTP/1.1 request without Host"))
             }
-            (None, None) => b"",
+            None => b"",
         };
         let host = std::str::from_utf8(host).map_err(|_| bad("Host is not valid text"))?;
         let raw = req.raw_path();
@@ -181,12 +172,7 @@ impl Routing {
             return Flow::Reply(reply);
         }
         // A declared length over the limit is refused before any byte is read.
-        let declared = req
-            .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok());
-        if declared.is_some_and(|n| over_limit(ctx, n)) {
+        if ctx.declared_length.is_some_and(|n| over_limit(ctx, n)) {
             return Flow::error(ErrorCode::ExceedMaxPayloadSize);
         }
         Flow::Continue

@@ -268,6 +268,7 @@ mod tests {
     fn route(label: &str, i: &Arc<Instance>) -> Arc<Route> {
         Arc::new(Route {
             label: label.into(),
+            label_plain: true,
             domain: DomainKey::Default,
             path: "/api".into(),
             instance: i.clone(),

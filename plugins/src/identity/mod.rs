@@ -25,7 +25,7 @@ use crate::headers::{
 };
 use crate::net::CidrSet;
 use crate::plugin::{Flow, Phases, Plugin, Reply, Step};
-use http::header::{AUTHORIZATION, USER_AGENT};
+use http::header::AUTHORIZATION;
 use http::{HeaderName, HeaderValue};
 use log::debug;
 use pingora_http::RequestHeader;
@@ -301,7 +301,7 @@ impl Plugin for IdentityPlugin {
 
     fn upstream_request(
         &self,
-        down: &RequestHeader,
+        _down: &RequestHeader,
         up: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Flow {
@@ -312,25 +312,23 @@ impl Plugin for IdentityPlugin {
             }
             return Flow::Continue;
         }
-        // The runner stripped every client-sent `x-wx-*` (`strip_owned`, before any plugin ran),
+        // The runner stripped every client-sent `x-wx-*` (`read_fields`, before any plugin ran),
         // and no plugin sets one but this: nothing to clear. Looking again cost a walk over every
         // header name on every request.
         debug_assert!(
             !up.headers.keys().any(|k| crate::headers::is_wx(k.as_str())),
             "an x-wx-* header reached the identity plugin"
         );
+        if ctx.identity.is_some() && matches!(self.mode, Runtime::Session(_)) {
+            // The token was ours; the instance gets the identity instead. (Removed before
+            // anything is added: a removal then has no added fields to look through.)
+            up.remove_header(&AUTHORIZATION);
+        }
         up.append_absent_static(X_WX_ENV, wire::X_WX_ENV, self.env.clone());
         let Some(id) = &ctx.identity else {
             return Flow::Continue;
         };
-        if matches!(self.mode, Runtime::Session(_)) {
-            // The token was ours; the instance gets the identity instead.
-            up.remove_header(&AUTHORIZATION);
-        }
-        let ua = down
-            .headers
-            .get(USER_AGENT)
-            .map_or(&b""[..], |v| v.as_bytes());
+        let ua = ctx.user_agent.as_ref().map_or(&b""[..], |v| v.as_bytes());
         if set_identity(up, id, ua).is_err() {
             return Flow::error(ErrorCode::SysErr);
         }
