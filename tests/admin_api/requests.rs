@@ -105,13 +105,16 @@ fn the_buffer_keeps_the_newest_and_evicts_the_oldest() {
         &up,
         "admin: { token_env: ANYGATE_ADMIN_TOKEN, recent_requests: 3 }",
     );
+    // Records take their place in the ring when the request's logging phase runs, after its
+    // answer was sent: the next request (on another connection, maybe another worker) could
+    // otherwise be recorded first. Each is waited for, so the ring's order is the requests'.
     let ids: Vec<String> = (0..4)
         .map(|i| {
             let r = through(&gw, &format!("/a/{i}"));
+            settle(&gw, i + 1);
             r.header("X-Cloudbase-Request-Id").unwrap().to_string()
         })
         .collect();
-    settle(&gw, 4);
     let r = admin(&gw, Req::get(&format!("/api/v1/requests/{}", ids[0])));
     assert_api_error(&r, 404, "NOT_FOUND");
     for id in &ids[1..] {
