@@ -39,7 +39,10 @@ impl Gateway {
 /// The request's snapshot and its plugin context.
 pub struct RequestCtx {
     pub snap: Arc<Snapshot>,
-    pub ctx: Ctx,
+    /// In a box of its own: Pingora moves the request's context several times (out of
+    /// `new_ctx`, into the request's future and within it), and the chain's context is some
+    /// 500 bytes; a box moves as a pointer.
+    pub ctx: Box<Ctx>,
     /// A reply decided in a phase that can only fail (body, upstream request); written by
     /// `fail_to_proxy`.
     pending: Option<Reply>,
@@ -189,7 +192,7 @@ impl ProxyHttp for Gateway {
 
     fn new_ctx(&self) -> RequestCtx {
         let snap = self.store.load();
-        let mut ctx = Ctx::new(snap.generation);
+        let mut ctx = Box::new(Ctx::new(snap.generation));
         ctx.routes = Some(snap.routes.clone());
         ctx.limits = snap.limits;
         RequestCtx {

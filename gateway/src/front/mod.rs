@@ -187,7 +187,8 @@ impl ServerApp for Front {
                 }
                 Head::Closed | Head::Idle => return None,
             };
-            let mut session = ServerSession::new_http1(stream);
+            // Built in its box and handed over as one (Pingora moved it by value, then boxed it).
+            let mut session = Box::new(ServerSession::new_http1(stream));
             let keepalive = !*shutdown.borrow() && refusal.is_none();
             session.set_keepalive(keepalive.then(|| t.keepalive.as_secs().max(1)));
             if let Some(r) = refusal {
@@ -196,7 +197,7 @@ impl ServerApp for Front {
                 session.set_connection_user_context(Some(Box::new(r)));
             }
             session.set_pipelined_prefix(std::mem::take(&mut buf));
-            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let reused = self.proxy.process_new_http_boxed(session, shutdown).await?;
             stream = reused.consume().0;
         }
     }

@@ -1572,15 +1572,25 @@ where
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
+    /// anygate patch: [HttpServerApp::process_new_http] for a session already in its box. The
+    /// downstream session (about 700 bytes) used to be moved by value into the request's
+    /// future and then into a box of its own; a caller that builds it in a box hands over a
+    /// pointer instead.
+    pub fn process_new_http_boxed<'a>(
+        self: &'a Arc<Self>,
+        session: Box<HttpSession>,
+        shutdown: &'a ShutdownWatch,
+    ) -> Pin<Box<dyn Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        boxed_in_place(move || self.process_new_http_inner(session, shutdown))
+    }
+
     async fn process_new_http_inner(
         self: &Arc<Self>,
-        mut session: HttpSession,
+        mut session: Box<HttpSession>,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        // Extract user context from the previous request before the session is moved into the Box
+        // Extract user context from the previous request
         let prev_user_ctx = session.take_connection_user_context();
-
-        let session = Box::new(session);
 
         // TODO: keepalive pool, use stack
         let mut session = match self.handle_new_request(session).await {
@@ -1632,7 +1642,7 @@ where
         'life1: 'async_trait,
         Self: 'async_trait,
     {
-        boxed_in_place(move || self.process_new_http_inner(session, shutdown))
+        boxed_in_place(move || self.process_new_http_inner(Box::new(session), shutdown))
     }
 
     async fn http_cleanup(&self) {
