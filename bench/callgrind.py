@@ -9,7 +9,7 @@ zeroes the counters, sends many more, and dumps the counters: start-up and shutd
 counted. The bare Pingora proxy is counted too, for reference (no budget).
 
     bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
-        [--check bench/budget.txt] [--out FILE] [--h2] [--cache]
+        [--check bench/budget.txt] [--out FILE] [--h2] [--cache [--cache-conns 50,500]]
 
 `--h2` counts HTTP/2 over TLS as well (`h2load`, one connection, 10 concurrent streams;
 anygate and the bare proxy; no budget): 5,000 requests after the warm-up, so the connection's
@@ -17,9 +17,11 @@ TLS handshake adds a few hundred instructions to each figure, the same for both.
 
 `--cache` simulates the caches and branch predictor as well (`--cache-sim=yes --branch-sim=yes`,
 no budget), for anygate and the bare proxy under 50 concurrent keep-alive connections
-(`h2load --h1 -c 50`, 5,000 requests after 200), with the last level set to a 2 MiB L2 (a core's
-L2 here): per request, first-level data misses, L2 misses and mispredicted branches. Memory
-that misses the L2 costs time that instructions do not show (bench/profile.md).
+(`h2load --h1 -c 50`, 5,000 requests after 200; `--cache-conns 50,500` for each number of
+connections in the list, the warm-up reaching each connection twice), with the last level set
+to a 2 MiB L2 (a core's L2 here): per request, first-level data misses, L2 misses and
+mispredicted branches. Memory that misses the L2 costs time that instructions do not show
+(bench/profile.md, "At 500 connections").
 
 Exits 1 when a scenario costs more than its budget (with --check), 0 otherwise.
 """
@@ -146,10 +148,10 @@ CACHE_SIM = ["--cache-sim=yes", "--branch-sim=yes", "--LL=2097152,16,64"]
 MANY_CACHE, FEW_CACHE, CACHE_CONNS = 5000, 200, 50
 
 
-def h1_concurrent_load(port, headers):
-    """`load(n)`: n HTTP/1.1 requests over CACHE_CONNS keep-alive connections at once."""
+def h1_concurrent_load(port, headers, conns=CACHE_CONNS):
+    """`load(n)`: n HTTP/1.1 requests over `conns` keep-alive connections at once."""
     def load(n):
-        cmd = ["h2load", "--h1", "-n", str(n), "-c", str(CACHE_CONNS)]
+        cmd = ["h2load", "--h1", "-n", str(n), "-c", str(conns)]
         for h in headers:
             cmd += ["-H", h]
         out = subprocess.run(cmd + [f"http://127.0.0.1:{port}/api/hello"], capture_output=True,
@@ -160,11 +162,12 @@ def h1_concurrent_load(port, headers):
     return load
 
 
-def cache_figures(cmd_for_port, headers, workdir, env, tag):
+def cache_figures(cmd_for_port, headers, workdir, env, tag, conns=CACHE_CONNS):
     """Per request: instructions, first-level data misses, L2 misses, mispredicted branches."""
     port = bench.free_port()
-    ev = count(cmd_for_port(port), port, h1_concurrent_load(port, headers), workdir, env, tag,
-               MANY_CACHE, FEW_CACHE, CACHE_SIM)
+    # The warm-up reaches every connection twice before the counters start.
+    ev = count(cmd_for_port(port), port, h1_concurrent_load(port, headers, conns), workdir, env,
+               tag, MANY_CACHE, max(FEW_CACHE, 2 * conns), CACHE_SIM)
     per = lambda *names: sum(ev.get(n, 0) for n in names) / MANY_CACHE  # noqa: E731
     return {"instructions": per("Ir"), "L1 data misses": per("D1mr", "D1mw"),
             "L2 misses": per("DLmr", "DLmw", "ILmr"), "L2 write misses": per("DLmw"),
@@ -190,7 +193,9 @@ def main():
     ap.add_argument("--out", help="write the figures to this file (markdown)")
     ap.add_argument("--h2", action="store_true", help="count HTTP/2 over TLS too (no budget)")
     ap.add_argument("--cache", action="store_true",
-                    help="simulate caches and branches under 50 connections too (no budget)")
+                    help="simulate caches and branches under concurrent connections too (no budget)")
+    ap.add_argument("--cache-conns", default=str(CACHE_CONNS),
+                    help="with --cache: connections kept busy, a comma-separated list (default 50)")
     args = ap.parse_args()
 
     workdir = tempfile.mkdtemp(prefix="anygate-callgrind-")
@@ -251,10 +256,11 @@ def main():
         if args.cache:
             # h2load sends `:authority` as `Host` over HTTP/1.1.
             h1 = [f":authority: {bench.HOST}", f"authorization: Bearer {token}", "user-agent: callgrind"]
-            for name, cmd in [("cache", anygate), ("cache-bare-pingora", bare)]:
-                figures = cache_figures(cmd, h1, workdir, env, name)
-                print(f"{name:18} " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
-                      + " per request (50 connections)", flush=True)
+            for conns in [int(c) for c in args.cache_conns.split(",")]:
+                for name, cmd in [("cache", anygate), ("cache-bare-pingora", bare)]:
+                    figures = cache_figures(cmd, h1, workdir, env, f"{name}-{conns}", conns)
+                    print(f"{name:18} " + ", ".join(f"{k} {v:,.1f}" for k, v in figures.items())
+                          + f" per request ({conns} connections)", flush=True)
     finally:
         backend.stop()
 

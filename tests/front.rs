@@ -168,6 +168,48 @@ fn idle_keepalive_connections_close_and_busy_ones_stay() {
     );
 }
 
+/// The end of a request decides the connection (`vendor/pingora-core/PATCHES.md`, "Sessions are
+/// finished and released in place"): kept alive, it serves the next request; after a request
+/// with `Connection: close`, or an HTTP/1.0 one without keep-alive, the gateway answers and
+/// closes it; an HTTP/1.0 client asking for keep-alive keeps it.
+#[test]
+fn a_request_with_connection_close_is_answered_then_the_connection_closed() {
+    let up = Upstream::start(Behavior::Echo);
+    let gw = gateway(up.addr(), "");
+    let mut conn = Conn::connect(gw.http).unwrap();
+    for path in ["/api/a", "/api/b"] {
+        let resp = conn.send(&Req::get(path).host(HOST)).unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+        assert_ne!(resp.header("Connection"), Some("close"));
+    }
+    let resp = conn.send(&Req::get("/api/c").host(HOST).close()).unwrap();
+    assert_eq!(resp.status, 200, "{}", resp.text());
+    assert!(
+        closed_within(
+            &mut conn.stream().try_clone().unwrap(),
+            Duration::from_secs(3)
+        ),
+        "the connection stayed open after Connection: close"
+    );
+
+    let mut old = TcpStream::connect(gw.http).unwrap();
+    old.write_all(format!("GET /api/d HTTP/1.0\r\nHost: {HOST}\r\n\r\n").as_bytes())
+        .unwrap();
+    assert!(
+        closed_within(&mut old, Duration::from_secs(3)),
+        "an HTTP/1.0 connection without keep-alive stayed open"
+    );
+
+    let mut kept = Conn::connect(gw.http).unwrap();
+    for path in ["/api/e", "/api/f"] {
+        let raw = format!("GET {path} HTTP/1.0\r\nHost: {HOST}\r\nConnection: keep-alive\r\n\r\n");
+        kept.write_raw(raw.as_bytes()).unwrap();
+        let resp = kept.read_response(false).unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    assert_eq!(up.count(), 6);
+}
+
 #[test]
 fn a_header_over_the_limit_gets_the_spec_error() {
     let up = Upstream::start(Behavior::Echo);

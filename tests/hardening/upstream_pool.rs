@@ -91,6 +91,91 @@ fn closing_upstream(close_after: Duration) -> (std::net::SocketAddr, Arc<Mutex<V
     (addr, peers)
 }
 
+/// The gateway's ends of the connections requests came on, and of those it closed.
+type Ends = Arc<Mutex<(Vec<u16>, Vec<u16>)>>;
+
+/// An upstream that answers every request with `Connection: close` but keeps the connection
+/// open and answers whatever else comes on it: a gateway that pooled such a connection would
+/// send its next request there. Records the gateway's end of each request's connection, and
+/// the ends the gateway closed.
+fn close_answering_upstream() -> (std::net::SocketAddr, Ends) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let record = Arc::new(Mutex::new((Vec::new(), Vec::new())));
+    let seen = record.clone();
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let seen = seen.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                let port = conn.peer_addr().unwrap().port();
+                // At most a few requests: a gateway that reuses the connection is caught at
+                // the second.
+                for _ in 0..4 {
+                    if !read_header(&mut conn) {
+                        seen.lock().unwrap().1.push(port);
+                        return;
+                    }
+                    seen.lock().unwrap().0.push(port);
+                    let _ = conn.write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    );
+                }
+            });
+        }
+    });
+    (addr, record)
+}
+
+/// An upstream answer with `Connection: close` is not pooled: the connection is shut down by
+/// the gateway (the path that still goes through the connector's future, see
+/// `vendor/pingora-core/PATCHES.md`, "Sessions are finished and released in place"), and the
+/// next request opens a new one.
+#[test]
+fn an_upstream_answer_with_connection_close_is_not_pooled_and_is_closed() {
+    let (addr, record) = close_answering_upstream();
+    let gw = Gateway::start(&format!(
+        r#"env: test-env
+listen: {{ http: "@HTTP@" }}
+server: {{ threads: 1 }}
+instances:
+  - {{ id: lhins-a, address: "{addr}" }}
+routes:
+  - {{ domain: default, path: /api, instance: lhins-a }}
+"#
+    ));
+    let mut client = Conn::connect(gw.http).unwrap();
+    for i in 0..3 {
+        let resp = client
+            .send(&Req::get(&format!("/api/{i}")).host(HOST))
+            .unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text());
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (requests, closed) = loop {
+        let (requests, closed) = record.lock().unwrap().clone();
+        if closed.len() >= 3 || Instant::now() >= deadline {
+            break (requests, closed);
+        }
+        thread::sleep(Duration::from_millis(20));
+    };
+    let distinct: HashSet<u16> = requests.iter().copied().collect();
+    assert_eq!(
+        (requests.len(), distinct.len()),
+        (3, 3),
+        "each request on a new upstream connection: {requests:?}"
+    );
+    let mut closed_sorted = closed.clone();
+    closed_sorted.sort_unstable();
+    let mut requests_sorted = requests.clone();
+    requests_sorted.sort_unstable();
+    assert_eq!(
+        closed_sorted, requests_sorted,
+        "the gateway closed each connection the upstream said to close"
+    );
+}
+
 /// The TCP state (`/proc/net/tcp`'s `st`) of the IPv4 socket from `local` to `remote` port.
 fn tcp_state(local: u16, remote: u16) -> Option<u8> {
     let table = std::fs::read_to_string("/proc/net/tcp").ok()?;

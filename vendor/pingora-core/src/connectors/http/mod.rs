@@ -132,6 +132,33 @@ where
         }
     }
 
+    /// [`Self::release_http_session`] without a future where none is needed: an HTTP/1 session
+    /// that is kept alive goes back to the pool, an HTTP/2 one is released. What has to wait
+    /// (an HTTP/1 connection to shut down, a custom session) comes back, to be released with
+    /// `release_http_session`.
+    ///
+    /// An `async fn` takes its arguments into its future: the session (about 400 bytes) was
+    /// copied into the caller's future and again into the HTTP/1 connector's, memory the request
+    /// had not written yet (about 13 cache misses per request with 500 busy connections).
+    pub fn release_http_session_now<P: Peer + Send + Sync + 'static>(
+        &self,
+        session: HttpSession<C::Session>,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession<C::Session>> {
+        match session {
+            HttpSession::H1(h1) => self
+                .h1
+                .release_http_session_now(h1, peer, idle_timeout)
+                .map(HttpSession::H1),
+            HttpSession::H2(h2) => {
+                self.h2.release_http_session(h2, peer, idle_timeout);
+                None
+            }
+            custom => Some(custom),
+        }
+    }
+
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
         session: HttpSession<C::Session>,

@@ -63,6 +63,26 @@ impl Connector {
         }
     }
 
+    /// [`Self::release_http_session`] without a future, for a session that is kept alive: its
+    /// stream goes back to the pool here and now. A session that must be shut down comes back,
+    /// to be released with `release_http_session`.
+    pub fn release_http_session_now<P: Peer + Send + Sync + 'static>(
+        &self,
+        mut session: HttpSession,
+        peer: &P,
+        idle_timeout: Option<Duration>,
+    ) -> Option<HttpSession> {
+        session.respect_keepalive();
+        match session.reuse_now() {
+            Ok(stream) => {
+                self.transport
+                    .release_stream(stream, peer.reuse_hash(), idle_timeout);
+                None
+            }
+            Err(session) => Some(session),
+        }
+    }
+
     /// Return the number of times a pooled connection was found to contain
     /// unexpected data from the server.
     pub fn unexpected_data_connection_count(&self) -> u64 {

@@ -287,6 +287,24 @@ impl Session {
         }
     }
 
+    /// [`Self::finish`] for a boxed session. An HTTP/1 session is finished where it is, and only
+    /// its stream is moved out at the end; `finish(self)` first moved the whole session (about
+    /// 700 bytes) into its future, memory the request had not written yet (about 10 cache misses
+    /// per request with 500 busy connections).
+    pub async fn finish_boxed(mut self: Box<Self>) -> Result<Option<ReusableHttpStream>> {
+        let Self::H1(s) = &mut *self else {
+            return (*self).finish().await;
+        };
+        s.finish_body().await?;
+        let Some(prefix) = s.prepare_reuse().await? else {
+            return Ok(None);
+        };
+        match *self {
+            Self::H1(s) => Ok(Some(s.into_reusable_stream(prefix))),
+            _ => Ok(None),
+        }
+    }
+
     /// Callback for cleanup logic on downstream specifically when we fail to proxy the session
     /// other than cleanup via finish().
     ///

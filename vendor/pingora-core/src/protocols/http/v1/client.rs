@@ -663,20 +663,26 @@ impl HttpSession {
     /// server is being contacted. A new client session can be created via [`Self::new()`].
     /// If the connection cannot be reused, the underlying stream will be closed and `None` will be
     /// returned.
-    pub async fn reuse(mut self) -> Option<Stream> {
+    pub async fn reuse(self) -> Option<Stream> {
+        match self.reuse_now() {
+            Ok(stream) => Some(stream),
+            Err(mut session) => {
+                debug!("HTTP shutdown connection");
+                session.shutdown().await;
+                None
+            }
+        }
+    }
+
+    /// [`Self::reuse`] without a future: the stream when the connection is to be kept alive,
+    /// else the session back, to be shut down (by `reuse`).
+    pub fn reuse_now(mut self) -> std::result::Result<Stream, Self> {
         if !self.body_reader.body_complete() || self.body_reader.has_bytes_overread() {
             self.set_keepalive(None);
         }
-
-        // TODO: this function is unnecessarily slow for keepalive case
-        // because that case does not need async
         match self.keepalive_timeout {
-            KeepaliveStatus::Off => {
-                debug!("HTTP shutdown connection");
-                self.shutdown().await;
-                None
-            }
-            _ => Some(self.underlying_stream),
+            KeepaliveStatus::Off => Err(self),
+            _ => Ok(self.underlying_stream),
         }
     }
 

@@ -1453,6 +1453,17 @@ impl HttpSession {
     /// returned. If there was an error while draining any remaining request body that error will
     /// be returned.
     pub async fn reuse(mut self) -> Result<Option<ReusableHttpStream>> {
+        Ok(self
+            .prepare_reuse()
+            .await?
+            .map(|prefix| self.into_reusable_stream(prefix)))
+    }
+
+    /// What [`Self::reuse`] decides, made in place: `None` when the connection cannot be reused
+    /// (shut down first when it is not to be kept alive), else the pipelined bytes to hand to
+    /// the next request. [`super::super::server::Session::finish_boxed`] uses it so that the
+    /// session is not moved into a future of its own before its stream is taken out.
+    pub(crate) async fn prepare_reuse(&mut self) -> Result<Option<Option<BytesMut>>> {
         if !self.will_keepalive() {
             debug!("HTTP shutdown connection");
             self.shutdown().await;
@@ -1463,17 +1474,19 @@ impl HttpSession {
                 debug!("bytes overread on request, disallowing reuse");
                 Ok(None)
             } else {
-                let pipelined_prefix = self
-                    .pipelining_enabled
-                    .then(|| self.take_body_overread())
-                    .flatten()
-                    .filter(|prefix| !prefix.is_empty());
-                Ok(Some(ReusableHttpStream::new(
-                    self.underlying_stream,
-                    pipelined_prefix,
-                )))
+                Ok(Some(
+                    self.pipelining_enabled
+                        .then(|| self.take_body_overread())
+                        .flatten()
+                        .filter(|prefix| !prefix.is_empty()),
+                ))
             }
         }
+    }
+
+    /// The stream to reuse, after [`Self::prepare_reuse`] said it can be.
+    pub(crate) fn into_reusable_stream(self, prefix: Option<BytesMut>) -> ReusableHttpStream {
+        ReusableHttpStream::new(self.underlying_stream, prefix)
     }
 
     /// Write a `100 Continue` response to the client.
