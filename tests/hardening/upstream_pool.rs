@@ -8,7 +8,7 @@ use crate::raw_upstream::read_header;
 use crate::HOST;
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{Shutdown, TcpListener};
+use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -17,20 +17,24 @@ use std::time::{Duration, Instant};
 const CLIENTS: usize = 4;
 const PER_CLIENT: usize = 300;
 
+/// A gateway with `threads` worker threads routing `/api` to the instance at `addr`.
+fn gateway(addr: std::net::SocketAddr, threads: usize) -> Gateway {
+    Gateway::start(&format!(
+        r#"env: test-env
+listen: {{ http: "@HTTP@" }}
+server: {{ threads: {threads} }}
+instances:
+  - {{ id: lhins-a, address: "{addr}" }}
+routes:
+  - {{ domain: default, path: /api, instance: lhins-a }}
+"#
+    ))
+}
+
 #[test]
 fn pooled_upstream_connections_are_reused_with_two_worker_threads() {
     let up = Upstream::start(Behavior::Status(200));
-    let gw = Gateway::start(&format!(
-        r#"env: test-env
-listen: {{ http: "@HTTP@" }}
-server: {{ threads: 2 }}
-instances:
-  - {{ id: lhins-a, address: "{}" }}
-routes:
-  - {{ domain: default, path: /api, instance: lhins-a }}
-"#,
-        up.addr()
-    ));
+    let gw = gateway(up.addr(), 2);
     let clients: Vec<_> = (0..CLIENTS)
         .map(|_| {
             let addr = gw.http;
@@ -65,28 +69,40 @@ routes:
     );
 }
 
+/// A listener on loopback that runs `handle` for each connection in a thread of its own.
+fn serve_each<F>(handle: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let handle = handle.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                handle(conn)
+            });
+        }
+    });
+    addr
+}
+
 /// An upstream that answers each request with keep-alive and closes the connection
 /// `close_after` later; it records the gateway's end of each connection.
 fn closing_upstream(close_after: Duration) -> (std::net::SocketAddr, Arc<Mutex<Vec<u16>>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let peers = Arc::new(Mutex::new(Vec::new()));
     let seen = peers.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let seen = seen.clone();
-            thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                if !read_header(&mut conn) {
-                    return;
-                }
-                seen.lock().unwrap().push(conn.peer_addr().unwrap().port());
-                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
-                thread::sleep(close_after);
-                let _ = conn.shutdown(Shutdown::Both);
-            });
+    let addr = serve_each(move |mut conn| {
+        if !read_header(&mut conn) {
+            return;
         }
+        seen.lock().unwrap().push(conn.peer_addr().unwrap().port());
+        let _ = conn.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        thread::sleep(close_after);
+        let _ = conn.shutdown(Shutdown::Both);
     });
     (addr, peers)
 }
@@ -99,30 +115,19 @@ type Ends = Arc<Mutex<(Vec<u16>, Vec<u16>)>>;
 /// send its next request there. Records the gateway's end of each request's connection, and
 /// the ends the gateway closed.
 fn close_answering_upstream() -> (std::net::SocketAddr, Ends) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
     let record = Arc::new(Mutex::new((Vec::new(), Vec::new())));
     let seen = record.clone();
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
-            let seen = seen.clone();
-            thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                let port = conn.peer_addr().unwrap().port();
-                // At most a few requests: a gateway that reuses the connection is caught at
-                // the second.
-                for _ in 0..4 {
-                    if !read_header(&mut conn) {
-                        seen.lock().unwrap().1.push(port);
-                        return;
-                    }
-                    seen.lock().unwrap().0.push(port);
-                    let _ = conn.write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
-                    );
-                }
-            });
+    let addr = serve_each(move |mut conn| {
+        let port = conn.peer_addr().unwrap().port();
+        // At most a few requests: a gateway that reuses the connection is caught at the second.
+        for _ in 0..4 {
+            if !read_header(&mut conn) {
+                seen.lock().unwrap().1.push(port);
+                return;
+            }
+            seen.lock().unwrap().0.push(port);
+            let _ = conn
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
         }
     });
     (addr, record)
@@ -135,16 +140,7 @@ fn close_answering_upstream() -> (std::net::SocketAddr, Ends) {
 #[test]
 fn an_upstream_answer_with_connection_close_is_not_pooled_and_is_closed() {
     let (addr, record) = close_answering_upstream();
-    let gw = Gateway::start(&format!(
-        r#"env: test-env
-listen: {{ http: "@HTTP@" }}
-server: {{ threads: 1 }}
-instances:
-  - {{ id: lhins-a, address: "{addr}" }}
-routes:
-  - {{ domain: default, path: /api, instance: lhins-a }}
-"#
-    ));
+    let gw = gateway(addr, 1);
     let mut client = Conn::connect(gw.http).unwrap();
     for i in 0..3 {
         let resp = client
@@ -197,16 +193,7 @@ const CLOSE_WAIT: u8 = 0x08;
 #[test]
 fn an_idle_connection_the_upstream_closed_is_not_reused_and_does_not_linger() {
     let (addr, peers) = closing_upstream(Duration::from_millis(100));
-    let gw = Gateway::start(&format!(
-        r#"env: test-env
-listen: {{ http: "@HTTP@" }}
-server: {{ threads: 1 }}
-instances:
-  - {{ id: lhins-a, address: "{addr}" }}
-routes:
-  - {{ domain: default, path: /api, instance: lhins-a }}
-"#
-    ));
+    let gw = gateway(addr, 1);
     let resp = send(gw.http, &Req::get("/api/one").host(HOST)).unwrap();
     assert_eq!(resp.status, 200, "{}", resp.text());
     thread::sleep(Duration::from_millis(400)); // the upstream has closed it
