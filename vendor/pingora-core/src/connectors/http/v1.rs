@@ -52,20 +52,20 @@ impl Connector {
 
     pub async fn release_http_session<P: Peer + Send + Sync + 'static>(
         &self,
-        mut session: HttpSession,
+        session: HttpSession,
         peer: &P,
         idle_timeout: Option<Duration>,
     ) {
-        session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            self.transport
-                .release_stream(stream, peer.reuse_hash(), idle_timeout);
+        // anygate patch: the keep-alive decision is `release_http_session_now`'s; a session it
+        // hands back is shut down.
+        if let Some(mut session) = self.release_http_session_now(session, peer, idle_timeout) {
+            session.shutdown().await;
         }
     }
 
     /// [`Self::release_http_session`] without a future, for a session that is kept alive: its
     /// stream goes back to the pool here and now. A session that must be shut down comes back,
-    /// to be released with `release_http_session`.
+    /// for the caller to shut down (`release_http_session` does).
     pub fn release_http_session_now<P: Peer + Send + Sync + 'static>(
         &self,
         mut session: HttpSession,
