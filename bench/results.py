@@ -126,7 +126,7 @@ def write(args, report):
         "- nginx, haproxy, Caddy: the closest equivalent work (bench/contenders.py); none verifies a token.",
         "- pingora: a bare `ProxyHttp` with only `upstream_peer` (bench/src/bare_proxy.rs), same profile and "
         "allocator, tuned as anygate runs Pingora (no L4 read buffer on plain connections, one single-threaded "
-        "runtime per thread, no downstream modules).",
+        "runtime per thread, no downstream modules, its one upstream peer built once and shared).",
         "",
     ]
     groups, med = medians(results)

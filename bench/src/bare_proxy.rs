@@ -5,7 +5,9 @@
 //!
 //! By default it is tuned the way anygate runs Pingora (no L4 read buffer on plain
 //! connections, a record-sized one on TLS ones, one single-threaded runtime per thread, no
-//! downstream modules, the same upstream pool); `--stock` keeps Pingora's defaults instead.
+//! downstream modules, the same upstream pool, the peer built once and shared as anygate shares
+//! each instance's); `--stock` keeps Pingora's defaults instead, and builds a peer per request
+//! as Pingora's examples do.
 //! `--tls` listens for HTTPS (HTTP/2 and HTTP/1.1 by ALPN) instead of plain HTTP.
 
 use async_trait::async_trait;
@@ -17,6 +19,7 @@ use pingora_core::server::Server;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_proxy::{ProxyHttp, Session};
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 #[global_allocator]
 static GLOBAL: anygate::alloc::MiMalloc = anygate::alloc::MiMalloc;
@@ -24,6 +27,8 @@ static GLOBAL: anygate::alloc::MiMalloc = anygate::alloc::MiMalloc;
 struct Bare {
     upstream: SocketAddr,
     stock: bool,
+    /// The peer handed to every request (not with `--stock`).
+    peer: Arc<HttpPeer>,
 }
 
 #[async_trait]
@@ -44,8 +49,11 @@ impl ProxyHttp for Bare {
         &self,
         _s: &mut Session,
         _c: &mut (),
-    ) -> pingora_core::Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    ) -> pingora_core::Result<Arc<HttpPeer>> {
+        if self.stock {
+            return Ok(Arc::new(HttpPeer::new(self.upstream, false, String::new())));
+        }
+        Ok(self.peer.clone())
     }
 }
 
@@ -89,8 +97,14 @@ fn main() {
     };
     let mut server = Server::new_with_opt_and_conf(Opt::default(), conf);
     server.bootstrap();
-    let mut proxy =
-        pingora_proxy::http_proxy_service(&server.configuration, Bare { upstream, stock });
+    let mut proxy = pingora_proxy::http_proxy_service(
+        &server.configuration,
+        Bare {
+            upstream,
+            stock,
+            peer: Arc::new(HttpPeer::new(upstream, false, String::new())),
+        },
+    );
     let mut endpoint = ListenerConfig::tcp(listen.as_str());
     if let Some((cert, key)) = tls {
         let Ok(mut settings) = TlsSettings::intermediate(&cert, &key) else {

@@ -292,7 +292,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         rc: &mut RequestCtx,
-    ) -> Result<Box<HttpPeer>> {
+    ) -> Result<Arc<HttpPeer>> {
         let ctx = &rc.ctx;
         let Some(instance) = &ctx.instance else {
             return Err(fail_with(
@@ -300,7 +300,7 @@ impl ProxyHttp for Gateway {
                 Reply::error_with(ErrorCode::SysErr, "no instance was chosen for this request"),
             ));
         };
-        Ok(Box::new(instance.peer(ctx.entry == Entry::Sdk)))
+        Ok(instance.peer(ctx.entry == Entry::Sdk))
     }
 
     async fn upstream_request_filter(

@@ -2030,7 +2030,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<std::sync::Arc<HttpPeer>> {
             unreachable!()
         }
     }
@@ -2636,7 +2636,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<std::sync::Arc<HttpPeer>> {
             Err(Error::new(InternalError))
         }
     }

@@ -1205,7 +1205,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<std::sync::Arc<HttpPeer>> {
             unreachable!("test calls custom_response_filter directly")
         }
     }

@@ -1185,7 +1185,7 @@ mod tests {
             &self,
             _session: &mut Session,
             _ctx: &mut Self::CTX,
-        ) -> Result<Box<HttpPeer>> {
+        ) -> Result<std::sync::Arc<HttpPeer>> {
             unreachable!("test calls h1_response_filter directly")
         }
 

@@ -56,11 +56,16 @@ pub trait ProxyHttp {
     ///
     /// The returned [HttpPeer] contains the information regarding where and how this request should
     /// be forwarded to.
+    ///
+    /// anygate patch: the peer is shared (`Arc`), not boxed. A proxy that forwards to a known set
+    /// of upstreams builds each peer once and hands out a clone of the `Arc` per request, instead
+    /// of building, boxing and dropping a peer of several hundred bytes for every request
+    /// (vendor/pingora-proxy/PATCHES.md). A peer built per request is `Arc::new(peer)`.
     async fn upstream_peer(
         &self,
         session: &mut Session,
         ctx: &mut Self::CTX,
-    ) -> Result<Box<HttpPeer>>;
+    ) -> Result<Arc<HttpPeer>>;
 
     /// Set up downstream modules.
     ///
