@@ -5,8 +5,11 @@ use super::idle::IdleDeadline;
 use bytes::BytesMut;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
+use std::future::poll_fn;
+use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::{timeout_at, Instant};
 
 /// Bytes read while waiting for a request: most request headers fit in one such read. They
@@ -56,25 +59,32 @@ pub async fn read_head(
     max: usize,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    let mut first = [0u8; FIRST_READ];
+    // Not zeroed first: the read writes what it fills, and `filled()` is all that is looked at.
+    // Zeroing the 1 KB on every keep-alive wait wrote 16 cache lines of a task that 500 busy
+    // connections had pushed out of the cache: 16 misses per request (callgrind's cache
+    // simulation, bench/profile.md).
+    let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
+    let mut first = ReadBuf::uninit(&mut first);
     // The keep-alive deadline is a slot in the worker's idle table (`idle.rs`), not a timer: a
     // keep-alive wait starts after every response. A tokio timer registered while the
     // runtime's wheel is empty also woke the runtime's own driver (an eventfd write and an
     // extra `epoll_wait` per request). `biased`: the read is polled first, and the deadline
     // is only registered when no request is there yet. The header deadline below is rare and
     // stays on tokio's timer.
+    let read = poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut first));
     let n = tokio::select! {
         biased;
-        r = stream.read(&mut first) => match r {
-            Ok(0) | Err(_) => return Head::Closed,
-            Ok(n) => n,
+        r = read => match r {
+            Ok(()) if !first.filled().is_empty() => first.filled().len(),
+            _ => return Head::Closed,
         },
         // Also ready when the server shuts down (the sweeper watches for it).
         _ = IdleDeadline::new(idle, shutdown) => return Head::Idle,
     };
-    if let Some(end) = head_end(&first[..n], 0) {
+    let first = first.filled();
+    if let Some(end) = head_end(first, 0) {
         return Head::Ready {
-            buf: BytesMut::from(&first[..n]),
+            buf: BytesMut::from(first),
             end,
         };
     }
@@ -82,7 +92,7 @@ pub async fn read_head(
     // that did not come whole in the first read.
     let deadline = Instant::now() + header;
     let mut buf = BytesMut::with_capacity((2 * n).max(4096).min(max + 1));
-    buf.extend_from_slice(&first[..n]);
+    buf.extend_from_slice(first);
     loop {
         if buf.len() > max {
             return Head::TooLarge;
