@@ -12,6 +12,7 @@ mod log_flood;
 mod raw_upstream;
 mod targets;
 mod upgrade;
+mod upstream_fields;
 mod upstream_pool;
 mod websocket;
 

@@ -85,3 +85,24 @@ pub fn read_header(s: &mut TcpStream) -> bool {
     }
     true
 }
+
+/// A listener on loopback that runs `handle` for each connection in a thread of its own.
+pub fn serve_each<F>(handle: F) -> std::net::SocketAddr
+where
+    F: Fn(TcpStream) + Send + Sync + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let handle = Arc::new(handle);
+    thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let handle = handle.clone();
+            thread::spawn(move || {
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+                handle(conn)
+            });
+        }
+    });
+    addr
+}

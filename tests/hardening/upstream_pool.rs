@@ -4,11 +4,11 @@
 //! releases (`vendor/pingora-core/PATCHES.md`).
 
 use crate::common::*;
-use crate::raw_upstream::read_header;
+use crate::raw_upstream::{read_header, serve_each};
 use crate::HOST;
 use std::collections::HashSet;
 use std::io::Write;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::Shutdown;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -67,27 +67,6 @@ fn pooled_upstream_connections_are_reused_with_two_worker_threads() {
         seen.len(),
         complaints.join("\n")
     );
-}
-
-/// A listener on loopback that runs `handle` for each connection in a thread of its own.
-fn serve_each<F>(handle: F) -> std::net::SocketAddr
-where
-    F: Fn(TcpStream) + Send + Sync + 'static,
-{
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let handle = Arc::new(handle);
-    thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { return };
-            let handle = handle.clone();
-            thread::spawn(move || {
-                let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-                handle(conn)
-            });
-        }
-    });
-    addr
 }
 
 /// An upstream that answers each request with keep-alive and closes the connection

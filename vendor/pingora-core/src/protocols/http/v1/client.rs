@@ -117,7 +117,7 @@ impl HttpSession {
     /// Write the request header to the server
     /// After the request header is sent. The caller can either start reading the response or
     /// sending request body if any.
-    pub async fn write_request_header(&mut self, req: Box<RequestHeader>) -> Result<usize> {
+    pub async fn write_request_header(&mut self, mut req: Box<RequestHeader>) -> Result<usize> {
         // TODO: make sure this can only be called once
         // init body writer
         self.init_req_body_writer(&req);
@@ -128,6 +128,9 @@ impl HttpSession {
                 "request-line contains forbidden delimiter bytes or unsupported HTTP version",
             )
         })?;
+        // anygate patch: the fields added beside the maps are on the wire now; dropped while
+        // still in the cache rather than when the connection goes back to the pool (PATCHES.md).
+        req.forget_added();
         trace!("Writing request header: {to_wire:?}");
 
         let write_fut = self.underlying_stream.write_all(to_wire.as_ref());

@@ -918,6 +918,9 @@ impl HttpSession {
         let mut write_buf = BytesMut::with_capacity(INIT_HEADER_BUF_SIZE);
         http_resp_header_to_buf(header, &mut write_buf)
             .map_err(|_| Error::explain(WriteError, "serializing response header"))?;
+        // anygate patch: the fields added beside the maps are in `write_buf` now; dropped while
+        // still in the cache rather than at the request's end (PATCHES.md).
+        header.forget_added();
 
         // Determine if we should flush
         // Don't have to flush response with content length because it is less
