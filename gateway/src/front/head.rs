@@ -8,6 +8,7 @@ use pingora_core::server::ShutdownWatch;
 use std::future::poll_fn;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
+use std::task::Poll;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 use tokio::time::{timeout_at, Instant};
@@ -59,40 +60,44 @@ pub async fn read_head(
     max: usize,
     shutdown: &ShutdownWatch,
 ) -> Head {
-    // Not zeroed first: the read writes what it fills, and `filled()` is all that is looked at.
-    // Zeroing the 1 KB on every keep-alive wait wrote 16 cache lines of a task that 500 busy
-    // connections had pushed out of the cache: 16 misses per request (callgrind's cache
-    // simulation, bench/profile.md).
+    // Not zeroed first: the read fills what it writes (`ReadBuf::uninit`), and only that is
+    // copied out. Zeroing the 1 KB on every keep-alive wait wrote 16 cache lines of a task that
+    // 500 busy connections had pushed out of the cache: 16 misses per request (callgrind's
+    // cache simulation, bench/profile.md). The `ReadBuf` lives within one poll: kept in the
+    // task across the wait, it grew every waiting connection by a quarter of a KB (its task
+    // went past one of the allocator's size classes).
     let mut first = [MaybeUninit::<u8>::uninit(); FIRST_READ];
-    let mut first = ReadBuf::uninit(&mut first);
+    let read = poll_fn(|cx| {
+        let mut filled = ReadBuf::uninit(&mut first);
+        match Pin::new(&mut *stream).poll_read(cx, &mut filled) {
+            Poll::Ready(Ok(())) => Poll::Ready(Ok(BytesMut::from(filled.filled()))),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => Poll::Pending,
+        }
+    });
     // The keep-alive deadline is a slot in the worker's idle table (`idle.rs`), not a timer: a
     // keep-alive wait starts after every response. A tokio timer registered while the
     // runtime's wheel is empty also woke the runtime's own driver (an eventfd write and an
     // extra `epoll_wait` per request). `biased`: the read is polled first, and the deadline
     // is only registered when no request is there yet. The header deadline below is rare and
     // stays on tokio's timer.
-    let read = poll_fn(|cx| Pin::new(&mut *stream).poll_read(cx, &mut first));
-    let n = tokio::select! {
+    let mut buf = tokio::select! {
         biased;
         r = read => match r {
-            Ok(()) if !first.filled().is_empty() => first.filled().len(),
+            Ok(buf) if !buf.is_empty() => buf,
             _ => return Head::Closed,
         },
         // Also ready when the server shuts down (the sweeper watches for it).
         _ = IdleDeadline::new(idle, shutdown) => return Head::Idle,
     };
-    let first = first.filled();
-    if let Some(end) = head_end(first, 0) {
-        return Head::Ready {
-            buf: BytesMut::from(first),
-            end,
-        };
+    if let Some(end) = head_end(&buf, 0) {
+        return Head::Ready { buf, end };
     }
     // The header's deadline counts from its first bytes; read the clock only for a header
     // that did not come whole in the first read.
     let deadline = Instant::now() + header;
-    let mut buf = BytesMut::with_capacity((2 * n).max(4096).min(max + 1));
-    buf.extend_from_slice(first);
+    let n = buf.len();
+    buf.reserve((2 * n).max(4096).min(max + 1).saturating_sub(n));
     loop {
         if buf.len() > max {
             return Head::TooLarge;
