@@ -151,6 +151,23 @@ fn slow_upstream_is_504_after_the_configured_timeout() {
     }
 }
 
+/// SDK calls and HTTP access each get their own read timeout (SPEC §3 `timeouts`): an
+/// instance keeps one upstream peer for each, built when the config is compiled.
+#[test]
+fn sdk_and_http_access_each_get_their_own_read_timeout() {
+    let slow = Upstream::start(Behavior::Delay(Duration::from_secs(1)));
+    for (timeouts, http_status, sdk_status) in [
+        ("timeouts: { connect: 1s, sdk: 200ms, http: 10s }", 200, 504),
+        ("timeouts: { connect: 1s, sdk: 10s, http: 200ms }", 504, 200),
+    ] {
+        let (gw, _up) = gateway(&[("lhins-slow", slow.addr().to_string())], timeouts);
+        let http = send(gw.http, &Req::get("/lhins-slow/x").host(HOST)).unwrap();
+        assert_eq!(http.status, http_status, "HTTP access with {timeouts}");
+        let sdk = send(gw.http, &sdk("lhins-slow")).unwrap();
+        assert_eq!(sdk.status, sdk_status, "SDK call with {timeouts}");
+    }
+}
+
 #[test]
 fn upstream_cannot_forge_cloudbase_headers() {
     let (gw, up) = gateway(&[], "");
