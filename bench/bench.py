@@ -164,6 +164,9 @@ def h2load(url, conns, streams, seconds, headers):
 
 
 def anygate_config(port, backend, threads, workdir, routes, chain="full", tls=None, admin_port=None):
+    """`chain`: "full" (the edge chain the benchmark measures), "routing" (the routing plugin
+    alone: what anygate costs as a Pingora application before the SPEC's per-request work), or
+    "core" (no `plugins` key: the default chain)."""
     listen = f'http: "127.0.0.1:{port}"'
     if tls:
         listen += f', https: "127.0.0.1:{tls["port"]}"'
@@ -203,6 +206,8 @@ def anygate_config(port, backend, threads, workdir, routes, chain="full", tls=No
             f'    path: "{workdir}/anygate-access-{port}.log"',
             "  - name: metrics",
         ]
+    elif chain == "routing":
+        lines += ["plugins:", "  - name: routing"]
     return "\n".join(lines) + "\n"
 
 
@@ -233,11 +238,15 @@ def start(name, workers, args, workdir, backend, tls=None):
     port = free_port()
     t = dict(tls, port=free_port()) if tls else None
     tag = f"{name}-{workers}{'-tls' if tls else ''}"
-    if name in ("anygate", "anygate-10k"):
+    if name in ("anygate", "anygate-10k", "anygate-routing"):
         cfg = os.path.join(workdir, f"{tag}.yaml")
         with open(cfg, "w") as f:
-            f.write(anygate_config(port, backend, workers, workdir, 10_000 if name == "anygate-10k" else 1,
-                                   tls=t, admin_port=free_port()))
+            if name == "anygate-routing":
+                # No admin listener either: no console buffer, no traffic figures.
+                f.write(anygate_config(port, backend, workers, workdir, 1, chain="routing", tls=t))
+            else:
+                f.write(anygate_config(port, backend, workers, workdir, 10_000 if name == "anygate-10k" else 1,
+                                       tls=t, admin_port=free_port()))
         return Server(tag, [args.anygate, "run", "--no-watch", "-c", cfg], port, workdir, ANYGATE_ENV,
                       t and t["port"])
     if name == "pingora":
@@ -367,11 +376,13 @@ def main():
             if "http" in parts:
                 servers = {n: start(n, workers, args, workdir, backend) for n in proxies}
                 if not quick:
-                    servers["anygate-10k"] = start("anygate-10k", workers, args, workdir, backend)
+                    for extra in ("anygate-10k", "anygate-routing"):
+                        servers[extra] = start(extra, workers, args, workdir, backend)
                 try:
                     for conns in conn_counts:
                         for scenario, path, headers, names in [
-                            ("http", "/api/hello", http_headers, proxies),
+                            ("http", "/api/hello", http_headers,
+                             proxies + ([] if quick else ["anygate-routing"])),
                             ("sdk", "/api/hello", sdk_headers, proxies),
                         ] + ([] if quick else [("http-10k", "/svc5000/api/hello", http_headers, ["anygate-10k"])]):
                             run_rounds(results, scenario, servers, names, workers, conns, rounds, seconds,

@@ -6,7 +6,9 @@ Wall-clock figures move by ±20% on a shared machine; an instruction count does 
 binary, same inputs). Each scenario runs the proxy under callgrind, sends a few warm-up requests on
 one keep-alive connection (the first connection to the backend, the first token verification),
 zeroes the counters, sends many more, and dumps the counters: start-up and shutdown are not
-counted. The bare Pingora proxy is counted too, for reference (no budget).
+counted. anygate with the routing plugin alone (no admin listener) is counted with a budget of
+its own: what anygate costs as a Pingora application, apart from the SPEC's per-request chain.
+The bare Pingora proxy is counted too, for reference (no budget).
 
     bench/callgrind.py --anygate target/release/anygate --bare target/release/bare-proxy
         [--check bench/budget.txt] [--out FILE] [--h2] [--cache [--cache-conns 50,500]]
@@ -218,6 +220,14 @@ def main():
                 f.write(bench.anygate_config(port, addr, 1, workdir, 1, admin_port=bench.free_port()))
             return [args.anygate, "run", "--no-watch", "-c", cfg]
 
+        def anygate_routing(port):
+            # The routing plugin alone, no admin listener: anygate as a Pingora application,
+            # before the SPEC's per-request work. Its own budget line keeps that part honest.
+            cfg = os.path.join(workdir, f"anygate-routing-{port}.yaml")
+            with open(cfg, "w") as f:
+                f.write(bench.anygate_config(port, addr, 1, workdir, 1, chain="routing"))
+            return [args.anygate, "run", "--no-watch", "-c", cfg]
+
         def bare(port):
             return [args.bare, f"127.0.0.1:{port}", addr, "1"]
 
@@ -229,6 +239,7 @@ def main():
         scenarios = [
             ("http", anygate, request("/api/hello", http)),
             ("sdk", anygate, request("/api/hello", sdk)),
+            ("routing", anygate_routing, request("/api/hello", http)),
             ("bare-pingora", bare, request("/api/hello", http)),
             ("nginx", nginx, request("/api/hello", http)),
         ]

@@ -123,6 +123,9 @@ def write(args, report):
         "- anygate: full edge chain (request_id, identity in session mode verifying a Bearer token on every "
         "request, routing with prefix strip, forwarded_for, upstream_info, access_log to a file, metrics) and an "
         "admin listener, so every request is also kept in the console's recent-request buffer.",
+        "- anygate-routing (full runs): the routing plugin alone (host and trigger-path lookup, prefix strip), "
+        "no admin listener: what anygate costs as a Pingora application before the SPEC's per-request work "
+        "(identity, request id, forwarding fields, debugging headers, access log, metrics, console).",
         "- nginx, haproxy, Caddy: the closest equivalent work (bench/contenders.py); none verifies a token.",
         "- pingora: a bare `ProxyHttp` with only `upstream_peer` (bench/src/bare_proxy.rs), same profile and "
         "allocator, tuned as anygate runs Pingora (no L4 read buffer on plain connections, one single-threaded "
@@ -145,7 +148,7 @@ def write(args, report):
             scenario, workers, conns = key
             base = ("http" if scenario == "http-10k" else scenario, workers, conns)
             nginx, bare = med.get(base + ("nginx",)), med.get(base + ("pingora",))
-            for name in sorted(groups[key], key=lambda n: (bench.PROXIES + ["anygate-10k"]).index(n)):
+            for name in sorted(groups[key], key=lambda n: (bench.PROXIES + ["anygate-routing", "anygate-10k"]).index(n)):
                 m = med[key + (name,)]
                 vn = (ratio(m["rps"], nginx["rps"]), ratio(m["p99"], nginx["p99"]), ratio(m["cpu_us"], nginx["cpu_us"])) \
                     if nginx and name != "nginx" else ("", "", "")
@@ -179,6 +182,20 @@ def write(args, report):
                             f"{m['rps'] / one['rps']:.2f}× the requests/s of the 1-route config")
     if tenk:
         lines += ["## 10,000 routes", ""] + sorted(tenk) + [""]
+    share = []
+    for (scenario, workers, conns, name), m in sorted(med.items()):
+        if scenario == "http" and name == "anygate-routing":
+            bare, full = med.get(("http", workers, conns, "pingora")), med.get(("http", workers, conns, "anygate"))
+            if bare and full:
+                share.append(f"- {workers} worker(s), {conns} conns: anygate with the routing plugin alone "
+                             f"{ratio(m['rps'], bare['rps'])} the bare proxy's requests/s "
+                             f"(cpu {m['cpu_us']:.1f} vs {bare['cpu_us']:.1f} µs); the full chain "
+                             f"{ratio(full['rps'], m['rps'])} of that (cpu {full['cpu_us']:.1f} µs)")
+    if share:
+        lines += ["## The gap to the bare proxy, in two parts", "",
+                  "What anygate costs as a Pingora application (its connection front, context, config "
+                  "snapshot, routing, timeouts), then what the SPEC's per-request chain costs on top:", ""] \
+            + share + [""]
     reload = report["reload"]
     if reload:
         lines += ["## Reload of a 10,000-route file", "",
