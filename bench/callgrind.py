@@ -214,18 +214,13 @@ def main():
         http = [f"Host: {bench.HOST}", f"Authorization: Bearer {token}", "User-Agent: callgrind"]
         sdk = http + ["X-WX-SERVICE: tcbanyservice", "X-Vm-Service: lhins-bench"]
 
-        def anygate(port):
-            cfg = os.path.join(workdir, f"anygate-{port}.yaml")
+        def anygate(port, chain="full"):
+            # chain "routing": the routing plugin alone, no admin listener, anygate as a Pingora
+            # application before the SPEC's per-request work (its own budget line).
+            cfg = os.path.join(workdir, f"anygate-{chain}-{port}.yaml")
             with open(cfg, "w") as f:
-                f.write(bench.anygate_config(port, addr, 1, workdir, 1, admin_port=bench.free_port()))
-            return [args.anygate, "run", "--no-watch", "-c", cfg]
-
-        def anygate_routing(port):
-            # The routing plugin alone, no admin listener: anygate as a Pingora application,
-            # before the SPEC's per-request work. Its own budget line keeps that part honest.
-            cfg = os.path.join(workdir, f"anygate-routing-{port}.yaml")
-            with open(cfg, "w") as f:
-                f.write(bench.anygate_config(port, addr, 1, workdir, 1, chain="routing"))
+                f.write(bench.anygate_config(port, addr, 1, workdir, 1, chain=chain,
+                                             admin_port=bench.free_port() if chain == "full" else None))
             return [args.anygate, "run", "--no-watch", "-c", cfg]
 
         def bare(port):
@@ -239,7 +234,7 @@ def main():
         scenarios = [
             ("http", anygate, request("/api/hello", http)),
             ("sdk", anygate, request("/api/hello", sdk)),
-            ("routing", anygate_routing, request("/api/hello", http)),
+            ("routing", lambda port: anygate(port, "routing"), request("/api/hello", http)),
             ("bare-pingora", bare, request("/api/hello", http)),
             ("nginx", nginx, request("/api/hello", http)),
         ]
